@@ -1,0 +1,30 @@
+"""afo-encoding: brain encoding models from frozen vision backbones.
+
+Fit a model that predicts, from the images a subject saw, the response of every fMRI
+voxel, MEG/EEG sensor x time point or recorded neuron. The heavy modules (torch,
+transformers) load on first use, so ``import afo_encoding`` stays fast.
+"""
+
+from importlib import import_module
+
+from ._logging import set_log_level
+
+__version__ = "0.1.0.dev0"
+
+# public name -> module that defines it; imported lazily on first attribute access
+_LAZY = {
+    "as_responses": "afo_encoding.responses",
+    "StimulusSet": "afo_encoding.stimuli",
+}
+
+__all__ = ["__version__", "set_log_level", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'afo_encoding' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
