@@ -1,0 +1,167 @@
+"""Top-k checkpoints and the files that let an interrupted fit resume.
+
+With a checkpoint directory, every fit writes into its own run folder
+``<checkpoint_dir>/run-<fingerprint>/``, named by a hash of what determines the fit (recipe,
+model layout, targets, splits, AFO hooks and the caller's key for the features), so the
+folds of a cross-validation or the points of a grid search never mix their files:
+
+- ``last.pt``: the whole training state after the last finished epoch (model, optimizer,
+  sampler and torch random states, history, early-stopping counters, top-k list);
+- ``top-epochNNNN.pt``: the weights of each of the best ``k`` epochs;
+- ``run.json``: what the run is, for people.
+
+Files are written to a temporary name and renamed, so an interruption never leaves a
+half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+StateDict = dict[str, torch.Tensor]
+
+
+def cpu_state_dict(module: torch.nn.Module) -> StateDict:
+    """A detached copy of ``module``'s state dict on the CPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _update(h, value) -> None:
+    if value is None:
+        h.update(b"<none>")
+        return
+    arr = np.ascontiguousarray(value)
+    h.update(f"{arr.dtype}{arr.shape}".encode())
+    h.update(memoryview(arr).cast("B"))
+
+
+def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str = "") -> str:
+    """Hash of everything that determines a fit, naming its run folder.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Only its class and parameter names and shapes enter (not the initial values, so a
+        fit with ``random_state=None`` still finds its run again).
+    subjects : list of SubjectData
+        Targets, splits, loss weights, soft targets and monitored voxels enter; features
+        enter through their ``fingerprint`` attribute when they have one.
+    config : dict
+        The training recipe.
+    run_key : str
+        What the caller knows and the rest cannot show (backbone name, stimulus ids...).
+
+    Returns
+    -------
+    fingerprint : str
+        16 hexadecimal characters.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    h.update(run_key.encode())
+    h.update(type(model).__qualname__.encode())
+    for name, value in model.state_dict().items():
+        h.update(f"{name}{tuple(value.shape)}".encode())
+    for data in subjects:
+        h.update(str(getattr(data.features, "fingerprint", len(data.features))).encode())
+        for arr in (
+            data.targets,
+            data.train_index,
+            data.val_index,
+            data.loss_weight,
+            data.soft_targets,
+            data.soft_weight,
+            data.monitor_index,
+        ):
+            _update(h, arr)
+    return h.hexdigest()
+
+
+class TopKCheckpoints:
+    """The ``k`` best epochs by validation score, in memory or as files.
+
+    Parameters
+    ----------
+    k : int
+        How many to keep (>= 1).
+    directory : Path | None
+        Where the weights go; ``None`` keeps CPU copies in memory.
+    writer : bool
+        Whether this process writes files (rank 0 only under DDP).
+    """
+
+    def __init__(self, k: int, directory: Path | None = None, writer: bool = True):
+        if k < 1:
+            raise ValueError(f"top_k must be >= 1, got {k}.")
+        self.k = k
+        self.directory = None if directory is None else Path(directory)
+        self.writer = writer
+        self.entries: list[dict] = []  # {"score", "epoch", "file"}, best first
+        self._memory: dict[int, StateDict] = {}
+
+    def _file(self, epoch: int) -> Path:
+        return self.directory / f"top-epoch{epoch:04d}.pt"
+
+    def offer(self, score: float, epoch: int, module: torch.nn.Module) -> bool:
+        """Keep ``module``'s weights if ``score`` is among the best ``k``; return whether it
+        was kept."""
+        if len(self.entries) >= self.k and score <= self.entries[-1]["score"]:
+            return False
+        state = cpu_state_dict(module)
+        if self.directory is None:
+            self._memory[epoch] = state
+        elif self.writer:
+            atomic_save(state, self._file(epoch))
+        self.entries.append({"score": float(score), "epoch": int(epoch)})
+        self.entries.sort(key=lambda e: (-e["score"], e["epoch"]))
+        for dropped in self.entries[self.k :]:
+            self._forget(dropped["epoch"])
+        del self.entries[self.k :]
+        return True
+
+    def _forget(self, epoch: int) -> None:
+        self._memory.pop(epoch, None)
+        if self.directory is not None and self.writer:
+            self._file(epoch).unlink(missing_ok=True)
+
+    def load(self, epoch: int) -> StateDict:
+        """Weights of a kept epoch."""
+        if self.directory is None:
+            return self._memory[epoch]
+        return torch.load(self._file(epoch), map_location="cpu", weights_only=True)
+
+    def candidates(self) -> list[tuple[float, Callable[[], StateDict]]]:
+        """``(score, load)`` for every kept epoch, best first (the input of a soup)."""
+        return [(e["score"], lambda e=e: self.load(e["epoch"])) for e in self.entries]
+
+    def state_dict(self) -> list[dict]:
+        """The list of kept epochs and scores (the weights are files already)."""
+        return [dict(e) for e in self.entries]
+
+    def load_state_dict(self, entries: list[dict]) -> None:
+        """Restore the list saved by :meth:`state_dict`."""
+        self.entries = [dict(e) for e in entries]

@@ -1,0 +1,309 @@
+"""What a fit trains on: one :class:`SubjectData` per subject, and the batch sampler.
+
+A subject's data is a feature store (anything with ``batch(indices, device, dtype)`` as
+:class:`afo_encoding.backbones.FeatureStore`, or :class:`ArrayFeatures` for precomputed
+arrays), the targets ``(n_samples, n_voxels)`` and the All-for-One hooks: a per-voxel weight
+on the ground truth, soft targets with their own per-voxel weight, and the voxels that
+validation (early stopping, checkpoint choice, soup) looks at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class ArrayFeatures:
+    """Precomputed features held in memory, with the interface of a feature store.
+
+    Parameters
+    ----------
+    local_maps : list of ndarray, shape (n_samples, C_l, h_l, w_l)
+        Local feature maps, one array per layer.
+    global_vectors : list of ndarray, shape (n_samples, G_l)
+        Global vectors, one array per layer (as many layers as ``local_maps``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> feats = ArrayFeatures([np.zeros((4, 2, 3, 3))], [np.zeros((4, 5))])
+    >>> loc, glo = feats.batch([0, 1])
+    >>> tuple(loc[0].shape), tuple(glo[0].shape)
+    ((2, 2, 3, 3), (2, 5))
+    """
+
+    def __init__(self, local_maps: list[np.ndarray], global_vectors: list[np.ndarray]):
+        if len(local_maps) != len(global_vectors) or not local_maps:
+            raise ValueError(
+                f"ArrayFeatures needs as many global arrays as local arrays (at least one), "
+                f"got {len(local_maps)} local and {len(global_vectors)} global."
+            )
+        self._locals = [np.ascontiguousarray(a, dtype=np.float32) for a in local_maps]
+        self._globals = [np.ascontiguousarray(a, dtype=np.float32) for a in global_vectors]
+        n = {len(a) for a in self._locals + self._globals}
+        if len(n) != 1:
+            raise ValueError(f"All feature arrays must have the same number of samples, got {n}.")
+        for a in self._locals:
+            if a.ndim != 4:
+                raise ValueError(f"Local features must be (n, C, h, w), got shape {a.shape}.")
+        for a in self._globals:
+            if a.ndim != 2:
+                raise ValueError(f"Global features must be (n, G), got shape {a.shape}.")
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_flat(cls, X: np.ndarray) -> ArrayFeatures:
+        """Wrap flat features ``(n_samples, n_features)`` as one layer.
+
+        The layer is a 1x1 local map with ``n_features`` channels and the same vector as its
+        global feature, so a TopyNet reads the features whatever its retina map.
+        """
+        X = np.asarray(X, dtype=np.float32)
+        return cls([X[:, :, None, None]], [X])
+
+    def __len__(self) -> int:
+        return len(self._locals[0])
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the arrays (names the run folder of a checkpointed fit)."""
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=8)
+            for a in self._locals + self._globals:
+                h.update(str(a.shape).encode())
+                h.update(memoryview(a).cast("B"))
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    @property
+    def local_channels(self) -> list[int]:
+        """Channels of each local map."""
+        return [a.shape[1] for a in self._locals]
+
+    @property
+    def local_shapes(self) -> list[tuple[int, int]]:
+        """Spatial size (h, w) of each local map."""
+        return [tuple(a.shape[2:]) for a in self._locals]
+
+    @property
+    def global_dims(self) -> list[int]:
+        """Size of each global vector."""
+        return [a.shape[1] for a in self._globals]
+
+    def batch(
+        self, indices, device=None, dtype: torch.dtype = torch.float32
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Features of the samples ``indices`` as tensors on ``device``."""
+        idx = np.asarray(indices)
+
+        def take(arrays):
+            return [torch.from_numpy(a[idx]).to(device=device, dtype=dtype) for a in arrays]
+
+        return take(self._locals), take(self._globals)
+
+
+def _as_voxel_vector(value, n_voxels: int, name: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    vec = np.asarray(value, dtype=np.float32)
+    if vec.ndim == 0:
+        vec = np.full(n_voxels, float(vec), dtype=np.float32)
+    if vec.shape != (n_voxels,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n_voxels},), got {vec.shape}.")
+    if not np.all(np.isfinite(vec)) or np.any(vec < 0):
+        raise ValueError(f"{name} must be finite and non-negative.")
+    return vec
+
+
+@dataclass
+class SubjectData:
+    """One subject's training material.
+
+    Parameters
+    ----------
+    features : feature store
+        ``len(features)`` samples; ``features.batch(indices, device=, dtype=)`` returns
+        ``(locals, globals)``.
+    targets : ndarray, shape (n_samples, n_voxels)
+        Ground-truth responses (float32).
+    train_index, val_index : ndarray of int
+        Samples used for the gradient steps and for validation.
+    loss_weight : float | ndarray, shape (n_voxels,) | None
+        Weight of each voxel's ground-truth loss (0 masks it); ``None`` means 1.
+    soft_targets : ndarray, shape (n_samples, n_voxels) | None
+        Teacher predictions ("dark knowledge"); required when ``soft_weight`` is given.
+    soft_weight : float | ndarray, shape (n_voxels,) | None
+        Weight of each voxel's soft-target loss; required when ``soft_targets`` is given.
+    monitor : ndarray of int or bool, shape (n_voxels,) | None
+        Voxels whose mean validation Pearson r drives early stopping, checkpoint choice and
+        the soup; ``None`` means all voxels.
+    """
+
+    features: Any
+    targets: np.ndarray
+    train_index: np.ndarray
+    val_index: np.ndarray
+    loss_weight: Any = None
+    soft_targets: np.ndarray | None = None
+    soft_weight: Any = None
+    monitor: np.ndarray | None = None
+    monitor_index: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.targets = np.asarray(self.targets, dtype=np.float32)
+        if self.targets.ndim != 2:
+            raise ValueError(
+                f"targets must be (n_samples, n_voxels), got shape {self.targets.shape}."
+            )
+        n_samples, n_voxels = self.targets.shape
+        if len(self.features) != n_samples:
+            raise ValueError(
+                f"The features hold {len(self.features)} samples but the targets {n_samples}."
+            )
+        if not np.all(np.isfinite(self.targets)):
+            raise ValueError("targets contain NaN or inf.")
+        self.train_index = np.asarray(self.train_index, dtype=np.int64)
+        self.val_index = np.asarray(self.val_index, dtype=np.int64)
+        for name, idx in (("train_index", self.train_index), ("val_index", self.val_index)):
+            if idx.ndim != 1 or len(idx) == 0:
+                raise ValueError(f"{name} must be a non-empty 1D array of sample indices.")
+            if idx.min() < 0 or idx.max() >= n_samples:
+                raise ValueError(f"{name} has indices outside [0, {n_samples}).")
+        if len(self.val_index) < 2:
+            raise ValueError(
+                "Validation needs at least 2 samples to compute a Pearson r, got "
+                f"{len(self.val_index)}."
+            )
+        self.loss_weight = _as_voxel_vector(self.loss_weight, n_voxels, "loss_weight")
+        self.soft_weight = _as_voxel_vector(self.soft_weight, n_voxels, "soft_weight")
+        if (self.soft_targets is None) != (self.soft_weight is None):
+            missing = "soft_targets" if self.soft_targets is None else "soft_weight"
+            raise ValueError(
+                f"soft targets need both soft_targets and soft_weight; {missing} is missing "
+                "(a missing teacher is an error, never zeros)."
+            )
+        if self.soft_targets is not None:
+            self.soft_targets = np.asarray(self.soft_targets, dtype=np.float32)
+            if self.soft_targets.shape != self.targets.shape:
+                raise ValueError(
+                    f"soft_targets must have the shape of the targets {self.targets.shape}, "
+                    f"got {self.soft_targets.shape}."
+                )
+            if not np.all(np.isfinite(self.soft_targets[self.train_index])):
+                raise ValueError("soft_targets contain NaN or inf on training samples.")
+        if self.monitor is None:
+            self.monitor_index = np.arange(n_voxels)
+        else:
+            mon = np.asarray(self.monitor)
+            if mon.dtype == bool:
+                if mon.shape != (n_voxels,):
+                    raise ValueError(
+                        f"A boolean monitor mask must have shape ({n_voxels},), got {mon.shape}."
+                    )
+                mon = np.flatnonzero(mon)
+            mon = np.unique(mon.astype(np.int64))
+            if len(mon) == 0 or mon[0] < 0 or mon[-1] >= n_voxels:
+                raise ValueError(
+                    f"monitor must select at least one voxel among {n_voxels}, got {mon!r}."
+                )
+            self.monitor_index = mon
+
+    @property
+    def n_voxels(self) -> int:
+        """Number of voxels (columns of the targets)."""
+        return self.targets.shape[1]
+
+
+class MixedSubjectSampler:
+    """Draws mini-batches that mix subjects, and the voxels each step trains.
+
+    Every batch holds samples of every subject in proportion to its number of training
+    samples (at least one each, so every subject's parameters take part in every step, which
+    DDP needs), drawn without replacement from a per-subject stream reshuffled when
+    exhausted. Up to ``n_voxels_per_step`` voxels are drawn per subject and step. With several
+    processes every rank draws the same global batch and keeps its own slice, so all ranks
+    stay in step from one seed.
+
+    Parameters
+    ----------
+    train_sizes : list of int
+        Training samples per subject.
+    n_voxels : list of int
+        Voxels per subject.
+    batch_size : int
+        Samples per step and process.
+    n_voxels_per_step : int | None
+        Voxels drawn per subject and step (``None``: all).
+    seed : int
+        Seed of the sampler's generator.
+    world_size, rank : int
+        Process layout.
+    """
+
+    def __init__(
+        self,
+        train_sizes: list[int],
+        n_voxels: list[int],
+        batch_size: int,
+        n_voxels_per_step: int | None,
+        seed: int,
+        world_size: int = 1,
+        rank: int = 0,
+    ):
+        self.train_sizes = list(train_sizes)
+        self.n_voxels = list(n_voxels)
+        self.world_size, self.rank = world_size, rank
+        total = sum(self.train_sizes)
+        batch_size = max(1, min(batch_size, total // world_size))
+        shares = [n * batch_size / total for n in self.train_sizes]
+        self.per_subject = [max(1, round(s)) for s in shares]
+        self.batch_size = sum(self.per_subject)
+        self.n_voxels_per_step = n_voxels_per_step
+        self.rng = np.random.default_rng(seed)
+        self._streams = [np.empty(0, dtype=np.int64) for _ in self.train_sizes]
+
+    def steps_per_epoch(self, fraction: float, min_steps: int) -> int:
+        """Steps that make an epoch of ``fraction`` of all training samples (at least
+        ``min_steps``)."""
+        per_step = self.batch_size * self.world_size
+        return max(min_steps, math.ceil(fraction * sum(self.train_sizes) / per_step))
+
+    def _draw(self, s: int, k: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            if len(self._streams[s]) == 0:
+                self._streams[s] = self.rng.permutation(self.train_sizes[s])
+            take, self._streams[s] = self._streams[s][:k], self._streams[s][k:]
+            out.append(take)
+            k -= len(take)
+        return np.concatenate(out)
+
+    def next_step(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Positions in each subject's ``train_index`` for this rank, and the voxels to train
+        (``None``: all)."""
+        step = []
+        for s, b in enumerate(self.per_subject):
+            rows = self._draw(s, b * self.world_size)[self.rank :: self.world_size]
+            k = self.n_voxels_per_step
+            voxels = None
+            if k is not None and k < self.n_voxels[s]:
+                voxels = np.sort(self.rng.choice(self.n_voxels[s], size=k, replace=False))
+            step.append((rows, voxels))
+        return step
+
+    def state_dict(self) -> dict:
+        """Generator state and the remaining streams (for resuming)."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "streams": [s.tolist() for s in self._streams],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.rng.bit_generator.state = state["rng"]
+        self._streams = [np.asarray(s, dtype=np.int64) for s in state["streams"]]
