@@ -20,6 +20,7 @@ them into plain JSON values and numpy arrays (for the ``save`` format) and back.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, ClassVar
 
@@ -78,9 +79,9 @@ def _nonfinite_error(
     raw = (np.arange(Y.shape[1])[sel])[col]
     value = block[row, col]
     return ValueError(
-        f"{what} contain {int(bad.sum())} non-finite values in this block, e.g. {value} at "
-        f"sample {row}, {name(int(raw))}. Only voxels that are NaN in every sample can be "
-        "left out (they are dropped); impute or drop the samples with missing values."
+        f"{what} contain NaN or inf: {value} at sample {row}, {name(int(raw))}. Only voxels "
+        "that are NaN in every sample of the training data are left out (dropped); impute "
+        "the missing values or drop the samples that have them."
     )
 
 
@@ -494,6 +495,644 @@ def _fit_array(
 
 
 # ----------------------------------------------------------------------------------------
+# volumes (Niimg)
+
+
+def _is_niimg(obj: Any) -> bool:
+    return type(obj).__module__.startswith("nibabel") and hasattr(obj, "affine")
+
+
+def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
+    return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(affine_a, affine_b)
+
+
+def _load_4d(y: Any) -> Any:
+    """Niimg-like (image, path, list of 3D images/paths) -> a 4D nibabel image (lazy data)."""
+    from nilearn.image import load_img
+
+    try:
+        img = load_img(y)
+    except Exception as err:  # nilearn raises several types; name the input either way
+        raise ValueError(
+            f"Cannot read the responses as Niimg ({_short_repr(y)}): {err}"
+        ) from err
+    if img.ndim == 3:
+        raise ValueError(
+            f"The responses are one 3D image of shape {img.shape}, i.e. a single sample. "
+            "Encoding needs one volume per image: pass a 4D image (x, y, z, n_samples) or a "
+            "list of 3D images, one per sample."
+        )
+    if img.ndim != 4:
+        raise ValueError(
+            f"Volume responses must be a 4D image (x, y, z, n_samples); got {img.ndim}D with "
+            f"shape {img.shape}."
+        )
+    return img
+
+
+def _volume_mask(mask: Any, img: Any) -> Any:
+    """A boolean 3D mask image on the grid of ``img``, from ``mask`` (see as_responses)."""
+    import nibabel as nib
+    from nilearn.image import resample_to_img
+    from nilearn.maskers import NiftiMasker
+    from nilearn.masking import load_mask_img
+
+    if mask is None:
+        mask_img = NiftiMasker().fit(img).mask_img_
+    elif isinstance(mask, NiftiMasker):
+        if hasattr(mask, "mask_img_"):
+            mask_img = mask.mask_img_
+        else:
+            from sklearn.base import clone
+
+            mask_img = clone(mask).fit(img).mask_img_
+    else:
+        try:
+            data, affine = load_mask_img(mask)
+        except Exception as err:
+            raise ValueError(
+                f"mask must be a 3D binary mask image (path or Niimg) or a NiftiMasker; "
+                f"{_short_repr(mask)} cannot be used: {err}"
+            ) from err
+        mask_img = nib.Nifti1Image(data.astype(np.uint8), affine)
+    if not _same_grid(mask_img.shape, mask_img.affine, img.shape, img.affine):
+        warnings.warn(
+            f"The mask (shape {mask_img.shape[:3]}) is not on the grid of the responses "
+            f"(shape {img.shape[:3]}); it is resampled to the responses' grid (nearest "
+            "neighbour). The responses themselves are not resampled.",
+            UserWarning,
+            stacklevel=4,
+        )
+        mask_img = resample_to_img(
+            mask_img, img, interpolation="nearest", force_resample=True, copy_header=True
+        )
+    data = np.asarray(mask_img.dataobj).astype(bool)
+    if not data.any():
+        raise ValueError("The mask selects no voxel of the responses' grid.")
+    return nib.Nifti1Image(data.astype(np.uint8), img.affine)
+
+
+def _extract_volume(img: Any, mask: np.ndarray) -> np.ndarray:
+    """In-mask values of a 4D image as float32 ``(n_samples, n_in_mask)``, a block of
+    volumes at a time (proxies are read lazily; one full-size allocation)."""
+    n = int(img.shape[3])
+    Y = np.empty((n, int(mask.sum())), dtype=np.float32)
+    step = max(1, (1 << 25) // max(1, mask.size))
+    for start in range(0, n, step):
+        block = np.asarray(img.dataobj[..., start : start + step])
+        _check_numeric(block, "Image data")
+        Y[start : start + step] = block[mask].T
+    return Y
+
+
+class VolumeSpace(ResponseSpace):
+    """Space of volumes (4D Niimg or lists of 3D Niimgs): one voxel per in-mask voxel.
+
+    Voxels are in the order of ``mask[mask]`` (C order over i, j, k), as in nilearn's
+    maskers. ``coords`` are world coordinates in mm, ``affine @ (i, j, k, 1)``.
+    ``inverse_transform`` gives a 4D float32 Nifti1Image on the same grid: 0 outside the
+    mask (as nilearn's ``unmask``), NaN at dropped voxels.
+
+    Attributes
+    ----------
+    mask_img : nibabel.Nifti1Image
+        The 3D mask, on the grid (shape, affine) of the responses.
+    masker : nilearn.maskers.NiftiMasker
+        A masker fitted with that mask, for nilearn's own tools (plotting, reports).
+    """
+
+    kind = "volume"
+
+    def __init__(self, mask_img: Any, **base: Any) -> None:
+        from nilearn.maskers import NiftiMasker
+
+        self.mask_img = mask_img
+        self._mask = np.asarray(mask_img.dataobj).astype(bool)
+        self.masker = NiftiMasker(mask_img=mask_img).fit()
+        super().__init__(**base)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """Affine of the voxel grid (voxel indices -> world mm)."""
+        return np.asarray(self.mask_img.affine)
+
+    @staticmethod
+    def _world_coords(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        from nibabel.affines import apply_affine
+
+        return apply_affine(affine, np.argwhere(mask)).astype(np.float64)
+
+    def _voxel_name(self, raw_index: int) -> str:
+        ijk = np.argwhere(self._mask)[raw_index]
+        xyz = self.affine[:3, :3] @ ijk + self.affine[:3, 3]
+        return (
+            f"voxel (i, j, k) = {tuple(int(v) for v in ijk)} at "
+            f"({', '.join(f'{v:.1f}' for v in xyz)}) mm"
+        )
+
+    def _to_raw(self, y: Any) -> tuple[np.ndarray, bool]:
+        img = _load_4d(y)
+        if not _same_grid(img.shape, img.affine, self._mask.shape, self.affine):
+            raise ValueError(
+                f"These images are not on the grid of the space: shape {img.shape[:3]} with "
+                f"affine\n{np.asarray(img.affine)}\nwhile the space has shape "
+                f"{self._mask.shape} with affine\n{self.affine}\nResample them first, e.g. "
+                "nilearn.image.resample_to_img(imgs, space.mask_img)."
+            )
+        return _extract_volume(img, self._mask), True
+
+    def _from_raw(self, Y: np.ndarray) -> Any:
+        from nilearn.masking import unmask
+
+        return unmask(Y, self.mask_img)
+
+    def _geometry(self) -> dict[str, Any]:
+        return {"mask": self._mask.astype(np.uint8), "affine": self.affine.astype(np.float64)}
+
+    @classmethod
+    def _from_geometry(cls, geometry: dict[str, Any], **base: Any) -> VolumeSpace:
+        import nibabel as nib
+
+        mask = np.asarray(geometry["mask"]).astype(np.uint8)
+        return cls(nib.Nifti1Image(mask, np.asarray(geometry["affine"], dtype=np.float64)),
+                   **base)
+
+
+def _fit_volume(
+    y: Any, mask: Any, coords: Any, modality: str | None
+) -> tuple[np.ndarray, VolumeSpace]:
+    img = _load_4d(y)
+    mask_img = _volume_mask(mask, img)
+    mask_data = np.asarray(mask_img.dataobj).astype(bool)
+    n_raw = int(mask_data.sum())
+    if coords is None:
+        raw_coords = VolumeSpace._world_coords(mask_data, np.asarray(img.affine))
+    else:
+        raw_coords = _check_coords(coords, n_raw, "in-mask voxel")
+    space = VolumeSpace(
+        mask_img, keep=np.ones(n_raw, dtype=bool), coords=raw_coords, modality=modality or "fmri"
+    )
+    Y = _extract_volume(img, mask_data)
+    return space._fit(Y, True, raw_coords), space
+
+
+# ----------------------------------------------------------------------------------------
+# surfaces (nilearn SurfaceImage)
+
+
+def _is_surface_image(obj: Any) -> bool:
+    return type(obj).__module__.startswith("nilearn") and type(obj).__name__ == "SurfaceImage"
+
+
+def _mesh_arrays(mesh: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """PolyMesh -> {part: (coordinates (n, 3), faces (m, 3))}, parts in mesh order."""
+    return {
+        part: (np.asarray(m.coordinates), np.asarray(m.faces)) for part, m in mesh.parts.items()
+    }
+
+
+def _same_mesh(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    arrays_a, arrays_b = _mesh_arrays(a), _mesh_arrays(b)
+    if list(arrays_a) != list(arrays_b):
+        return False
+    return all(
+        ca.shape == cb.shape and fa.shape == fb.shape and np.allclose(ca, cb)
+        and np.array_equal(fa, fb)
+        for (ca, fa), (cb, fb) in zip(arrays_a.values(), arrays_b.values())
+    )
+
+
+def _hemisphere_coords(mesh: Any) -> tuple[np.ndarray, list[float]]:
+    """Vertex positions of all parts, later parts shifted along +x to stay apart.
+
+    Each part after the first is moved by the smallest non-negative x shift that puts its
+    leftmost vertex at least ``gap`` to the right of the rightmost vertex of the parts
+    before it; ``gap`` is 10% of the widest part's x extent. Pial or white meshes (left
+    hemisphere at x < 0) move by a few mm at most; inflated or spherical meshes, whose
+    hemispheres overlap, are separated. Returns the coordinates and the shift of each part.
+    """
+    parts = [np.asarray(c, dtype=np.float64) for c, _ in _mesh_arrays(mesh).values()]
+    gap = 0.1 * max(float(np.ptp(c[:, 0])) for c in parts)
+    out, shifts = [parts[0]], [0.0]
+    right_edge = float(parts[0][:, 0].max())
+    for c in parts[1:]:
+        shift = max(0.0, right_edge + gap - float(c[:, 0].min()))
+        c = c.copy()
+        c[:, 0] += shift
+        out.append(c)
+        shifts.append(shift)
+        right_edge = max(right_edge, float(c[:, 0].max()))
+    return np.concatenate(out), shifts
+
+
+class SurfaceSpace(ResponseSpace):
+    """Space of nilearn surface images: one voxel per mesh vertex, left then right.
+
+    ``coords`` are the vertex positions of the mesh, with the right hemisphere shifted
+    along +x when needed so that the two hemispheres never overlap (see
+    :attr:`hemisphere_shifts`): on an inflated or spherical mesh a left and a right vertex
+    can sit at the same place, and the model must still tell them apart.
+
+    Attributes
+    ----------
+    mesh : nilearn.surface.PolyMesh
+        The mesh; ``inverse_transform`` builds SurfaceImages on it.
+    hemisphere_shifts : dict
+        x shift applied to each part's coordinates in ``coords`` (mesh units).
+    """
+
+    kind = "surface"
+
+    def __init__(self, mesh: Any, **base: Any) -> None:
+        self.mesh = mesh
+        self.parts = list(mesh.parts)
+        self.n_vertices = [int(mesh.parts[p].n_vertices) for p in self.parts]
+        _, shifts = _hemisphere_coords(mesh)
+        self.hemisphere_shifts = dict(zip(self.parts, shifts))
+        super().__init__(**base)
+
+    def _voxel_name(self, raw_index: int) -> str:
+        for part, n in zip(self.parts, self.n_vertices):
+            if raw_index < n:
+                return f"vertex {raw_index} of the {part} hemisphere"
+            raw_index -= n
+        return f"vertex {raw_index}"
+
+    def _to_raw(self, y: Any) -> tuple[np.ndarray, bool]:
+        images = [y] if _is_surface_image(y) else list(y)
+        for k, image in enumerate(images):
+            if not _is_surface_image(image):
+                raise TypeError(
+                    f"Expected SurfaceImages; item {k} is a {type(image).__name__}."
+                )
+            if not _same_mesh(image.mesh, self.mesh):
+                raise ValueError(
+                    f"Surface image {k} is not on the mesh of the space (parts "
+                    f"{list(image.mesh.parts)} with {image.mesh.n_vertices} vertices; the "
+                    f"space has {self.parts} with {sum(self.n_vertices)}, or the vertex "
+                    "positions differ). Project the data on the same mesh first."
+                )
+        return _extract_surface(images, self.parts), True
+
+    def _from_raw(self, Y: np.ndarray) -> Any:
+        from nilearn.surface import SurfaceImage
+
+        data, start = {}, 0
+        for part, n in zip(self.parts, self.n_vertices):
+            data[part] = np.ascontiguousarray(Y[:, start : start + n].T)
+            start += n
+        return SurfaceImage(mesh=self.mesh, data=data)
+
+    def _geometry(self) -> dict[str, Any]:
+        geometry: dict[str, Any] = {"parts": list(self.parts)}
+        for part, (coordinates, faces) in _mesh_arrays(self.mesh).items():
+            geometry[f"{part}.coordinates"] = np.asarray(coordinates)
+            geometry[f"{part}.faces"] = np.asarray(faces, dtype=np.int64)
+        return geometry
+
+    @classmethod
+    def _from_geometry(cls, geometry: dict[str, Any], **base: Any) -> SurfaceSpace:
+        from nilearn.surface import InMemoryMesh, PolyMesh
+
+        meshes = {
+            part: InMemoryMesh(
+                np.asarray(geometry[f"{part}.coordinates"]), np.asarray(geometry[f"{part}.faces"])
+            )
+            for part in geometry["parts"]
+        }
+        return cls(PolyMesh(**meshes), **base)
+
+
+def _extract_surface(images: list[Any], parts: list[str]) -> np.ndarray:
+    """SurfaceImages -> float32 ``(n_samples, n_vertices)``, parts concatenated."""
+    counts = []
+    for k, image in enumerate(images):
+        if list(image.data.parts) != parts:
+            raise ValueError(
+                f"Surface image {k} has data for {list(image.data.parts)}, expected {parts}."
+            )
+        first = image.data.parts[parts[0]]
+        counts.append(1 if first.ndim == 1 else int(first.shape[1]))
+    n_vertices = [int(images[0].mesh.parts[p].n_vertices) for p in parts]
+    Y = np.empty((sum(counts), sum(n_vertices)), dtype=np.float32)
+    row = 0
+    for image, count in zip(images, counts):
+        col = 0
+        for part, n in zip(parts, n_vertices):
+            data = np.asarray(image.data.parts[part])
+            _check_numeric(data, "Surface data")
+            Y[row : row + count, col : col + n] = data.reshape(n, count).T
+            col += n
+        row += count
+    return Y
+
+
+def _surface_candidates(mask: Any, mesh: Any) -> np.ndarray | None:
+    from nilearn.maskers import SurfaceMasker
+
+    if mask is None:
+        return None
+    if isinstance(mask, SurfaceMasker):
+        fitted = getattr(mask, "mask_img_", None)
+        mask = fitted if fitted is not None else mask.mask_img
+        if mask is None:
+            return None
+    if not _is_surface_image(mask):
+        raise TypeError(
+            "For surface responses, mask must be a SurfaceImage of booleans on the same mesh "
+            f"or a SurfaceMasker; got a {type(mask).__name__}."
+        )
+    if not _same_mesh(mask.mesh, mesh):
+        raise ValueError("The mask is not on the mesh of the responses.")
+    values = np.concatenate(
+        [np.asarray(mask.data.parts[p]).reshape(-1) for p in mesh.parts]
+    )
+    if values.size != mesh.n_vertices:
+        raise ValueError(
+            f"The mask must have one value per vertex ({mesh.n_vertices}); got {values.size}."
+        )
+    selected = np.flatnonzero(values.astype(bool))
+    if not selected.size:
+        raise ValueError("The surface mask selects no vertex.")
+    return selected
+
+
+def _fit_surface(
+    y: Any, mask: Any, coords: Any, modality: str | None
+) -> tuple[np.ndarray, SurfaceSpace]:
+    images = [y] if _is_surface_image(y) else list(y)
+    if not images:
+        raise ValueError("No surface images: the list is empty.")
+    mesh = images[0].mesh
+    for k, image in enumerate(images):
+        if not _is_surface_image(image):
+            raise TypeError(f"Expected SurfaceImages; item {k} is a {type(image).__name__}.")
+        if not _same_mesh(image.mesh, mesh):
+            raise ValueError(f"Surface image {k} is not on the mesh of surface image 0.")
+    parts = list(mesh.parts)
+    raw_coords = _hemisphere_coords(mesh)[0] if coords is None else _check_coords(
+        coords, mesh.n_vertices, "vertex"
+    )
+    space = SurfaceSpace(
+        mesh,
+        keep=np.ones(mesh.n_vertices, dtype=bool),
+        coords=raw_coords,
+        modality=modality or "fmri",
+    )
+    candidates = _surface_candidates(mask, mesh)
+    Y = _extract_surface(images, parts)
+    return space._fit(Y, True, raw_coords, candidates), space
+
+
+# ----------------------------------------------------------------------------------------
+# sensors x time (mne.Epochs)
+
+
+def _is_mne(obj: Any) -> bool:
+    return type(obj).__module__.startswith("mne")
+
+
+def _data_picks(info: Any) -> np.ndarray:
+    import mne
+
+    return mne.pick_types(
+        info, meg=True, eeg=True, seeg=True, ecog=True, dbs=True, fnirs=True, csd=True,
+        ref_meg=False, exclude="bads",
+    )
+
+
+def _sensor_positions(info: Any) -> tuple[np.ndarray, list[str]]:
+    """Channel positions in head coordinates (m) and the names of channels without one."""
+    from mne.io.constants import FIFF
+    from mne.transforms import apply_trans
+
+    positions, missing = np.zeros((len(info["chs"]), 3)), []
+    dev_head_t = info.get("dev_head_t")
+    for k, ch in enumerate(info["chs"]):
+        pos = np.asarray(ch["loc"][:3], dtype=np.float64)
+        if not np.isfinite(pos).all() or not pos.any():
+            missing.append(ch["ch_name"])
+            continue
+        if ch["coord_frame"] == FIFF.FIFFV_COORD_DEVICE and dev_head_t is not None:
+            pos = apply_trans(dev_head_t, pos)
+        positions[k] = pos
+    return positions, missing
+
+
+def _epochs_modality(info: Any) -> str:
+    types = set(info.get_channel_types())
+    if types & {"mag", "grad"}:
+        return "meg"
+    if "eeg" in types:
+        return "eeg"
+    return "other"
+
+
+class EpochsSpace(ResponseSpace):
+    """Space of :class:`mne.Epochs`: one voxel per (channel, time point).
+
+    The data channels (MEG, EEG, sEEG, ECoG, DBS, fNIRS, CSD; bad channels excluded) are
+    used; column ``c * n_times + t`` holds channel ``c`` at time ``t``. ``coords`` are
+    ``(x, y, z, t)``: the channel position in head coordinates (m; MEG sensors moved from
+    device to head coordinates with ``dev_head_t``) and the time in s, so ``d = 4``.
+    Channels without positions fall back, all together, to an evenly spaced grid
+    ``(channel index, 0, 0, t)`` with a warning. MEG magnetometers and gradiometers at the
+    same location share a position.
+
+    Values stay in MNE's SI units (V, T): scale or standardise them before fitting.
+
+    Attributes
+    ----------
+    info : mne.Info
+        Measurement info of the modelled channels.
+    times : ndarray
+        Time points (s).
+    events, event_id
+        Events of the epochs the space was made from (reused by ``inverse_transform``
+        when the number of samples matches).
+    """
+
+    kind = "epochs"
+
+    def __init__(
+        self, info: Any, times: np.ndarray, events: np.ndarray, event_id: dict, **base: Any
+    ) -> None:
+        self.info = info
+        self.times = np.asarray(times, dtype=np.float64)
+        self.events = np.asarray(events, dtype=np.int64).reshape(-1, 3)
+        self.event_id = {str(k): int(v) for k, v in event_id.items()}
+        super().__init__(**base)
+
+    @property
+    def ch_names(self) -> list[str]:
+        """Names of the modelled channels, in column order."""
+        return list(self.info["ch_names"])
+
+    def _voxel_name(self, raw_index: int) -> str:
+        c, t = divmod(raw_index, len(self.times))
+        return f"channel {self.ch_names[c]!r} at t = {self.times[t]:.4f} s"
+
+    def _to_raw(self, y: Any) -> tuple[np.ndarray, bool]:
+        import mne
+
+        if not isinstance(y, mne.BaseEpochs):
+            raise TypeError(f"Expected mne.Epochs; got a {type(y).__name__}.")
+        missing = [c for c in self.ch_names if c not in y.ch_names]
+        if missing:
+            raise ValueError(
+                f"These Epochs lack {len(missing)} channels of the space, e.g. {missing[:5]}. "
+                "Use Epochs with the same channels (interpolate bad ones with "
+                "epochs.interpolate_bads())."
+            )
+        sfreq = float(self.info["sfreq"])
+        if not np.isclose(y.info["sfreq"], sfreq) or len(y.times) != len(self.times) or not (
+            np.allclose(y.times, self.times, atol=0.5 / sfreq)
+        ):
+            raise ValueError(
+                f"These Epochs have {len(y.times)} times from {y.times[0]:.4f} to "
+                f"{y.times[-1]:.4f} s at {y.info['sfreq']:g} Hz; the space has "
+                f"{len(self.times)} from {self.times[0]:.4f} to {self.times[-1]:.4f} s at "
+                f"{sfreq:g} Hz. Crop and resample them the same way."
+            )
+        return _epochs_data(y, self.ch_names), True
+
+    def inverse_transform(
+        self, Y: Any, events: np.ndarray | None = None, event_id: dict | None = None
+    ) -> Any:
+        """Give ``(n_samples, n_voxels)`` values back as an :class:`mne.EpochsArray`.
+
+        Parameters
+        ----------
+        Y : array-like, shape (n_samples, n_voxels)
+            One value per kept (channel, time) column; left-out columns come back NaN.
+        events : ndarray of int, shape (n_samples, 3), optional
+            Events of the new epochs. By default, the events of the Epochs the space was
+            made from when ``n_samples`` matches, else MNE's default events.
+        event_id : dict, optional
+            Event names and codes going with ``events``.
+
+        Returns
+        -------
+        epochs : mne.EpochsArray
+            Same info (channels, positions, sampling rate), times and ``tmin``; data in
+            float64, equal to ``Y`` (float32) exactly.
+        """
+        return super().inverse_transform(Y, events=events, event_id=event_id)
+
+    def _from_raw(
+        self, Y: np.ndarray, events: np.ndarray | None = None, event_id: dict | None = None
+    ) -> Any:
+        import mne
+
+        data = Y.reshape(Y.shape[0], len(self.ch_names), len(self.times)).astype(np.float64)
+        if events is None and Y.shape[0] == len(self.events):
+            events, event_id = self.events, self.event_id or None
+        return mne.EpochsArray(
+            data, self.info.copy(), events=events, tmin=float(self.times[0]),
+            event_id=event_id, baseline=None, verbose=False,
+        )
+
+    def _geometry(self) -> dict[str, Any]:
+        import tempfile
+
+        import mne
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fname = os.path.join(tmp, "space-info.fif")
+            mne.io.write_info(fname, self.info)
+            with open(fname, "rb") as fid:
+                fif = np.frombuffer(fid.read(), dtype=np.uint8).copy()
+        return {
+            "info_fif": fif,
+            "times": self.times,
+            "events": self.events,
+            "event_id": dict(self.event_id),
+        }
+
+    @classmethod
+    def _from_geometry(cls, geometry: dict[str, Any], **base: Any) -> EpochsSpace:
+        import tempfile
+
+        import mne
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fname = os.path.join(tmp, "space-info.fif")
+            with open(fname, "wb") as fid:
+                fid.write(np.asarray(geometry["info_fif"], dtype=np.uint8).tobytes())
+            info = mne.io.read_info(fname, verbose=False)
+        return cls(info, np.asarray(geometry["times"]), np.asarray(geometry["events"]),
+                   dict(geometry["event_id"]), **base)
+
+
+def _epochs_data(epochs: Any, ch_names: list[str]) -> np.ndarray:
+    """float32 ``(n_epochs, n_channels * n_times)`` of the named channels."""
+    picks = [epochs.ch_names.index(c) for c in ch_names]
+    if epochs.preload:
+        data = epochs.get_data(picks=picks, copy=False)
+    else:
+        data = epochs.get_data(picks=picks)
+    if data.shape[0] == 0:
+        raise ValueError(
+            "The Epochs object has no epochs (all were dropped?); see epochs.drop_log."
+        )
+    _check_numeric(data, "Epochs data")
+    return np.ascontiguousarray(data.reshape(data.shape[0], -1), dtype=np.float32)
+
+
+def _fit_epochs(
+    y: Any, mask: Any, coords: Any, modality: str | None
+) -> tuple[np.ndarray, EpochsSpace]:
+    import mne
+
+    if mask is not None:
+        raise ValueError(
+            "mask is not used for Epochs: select channels and times with MNE first, e.g. "
+            "epochs.copy().pick(['O1', 'O2']).crop(0.05, 0.5)."
+        )
+    if not y.preload and len(y.events) == 0:
+        raise ValueError("The Epochs object has no epochs.")
+    picks = _data_picks(y.info)
+    if not len(picks):
+        raise ValueError(
+            f"The Epochs have no good data channel (types {sorted(set(y.get_channel_types()))}"
+            f", bads {y.info['bads']}); encoding models need MEG/EEG/iEEG/fNIRS channels."
+        )
+    info = mne.pick_info(y.info, picks)
+    times = np.asarray(y.times, dtype=np.float64)
+    n_channels, n_times = len(picks), len(times)
+    if coords is None:
+        positions, missing = _sensor_positions(info)
+        if missing:
+            warnings.warn(
+                f"{len(missing)} of {n_channels} channels have no position (e.g. "
+                f"{missing[:5]}): using an evenly spaced grid (channel index, 0, 0) for all "
+                "channels. Set a montage first (epochs.set_montage) to use real positions.",
+                UserWarning,
+                stacklevel=3,
+            )
+            positions = np.zeros((n_channels, 3))
+            positions[:, 0] = np.arange(n_channels)
+        raw_coords = np.column_stack(
+            [np.repeat(positions, n_times, axis=0), np.tile(times, n_channels)]
+        )
+    else:
+        raw_coords = _check_coords(coords, n_channels * n_times, "channel x time point")
+    Y = _epochs_data(y, info["ch_names"])
+    space = EpochsSpace(
+        info,
+        times,
+        y.events[: Y.shape[0]] if len(y.events) >= Y.shape[0] else np.zeros((0, 3)),
+        y.event_id,
+        keep=np.ones(n_channels * n_times, dtype=bool),
+        coords=raw_coords,
+        modality=modality or _epochs_modality(info),
+    )
+    return space._fit(Y, True, raw_coords), space
+
+
+# ----------------------------------------------------------------------------------------
 # entry points
 
 
@@ -555,16 +1194,48 @@ def as_responses(
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}; got {modality!r}.")
     kind = _input_kind(y)
-    if kind == "array":
-        return _fit_array(y, mask, coords, modality)
-    raise TypeError(f"Unsupported responses of type {type(y).__name__}.")
+    if kind == "volume":
+        return _fit_volume(y, mask, coords, modality)
+    if kind == "surface":
+        return _fit_surface(y, mask, coords, modality)
+    if kind == "epochs":
+        return _fit_epochs(y, mask, coords, modality)
+    return _fit_array(y, mask, coords, modality)
 
 
 def _input_kind(y: Any) -> str:
+    """"volume", "surface", "epochs" or "array" (or raise for what cannot be responses)."""
+    first = y[0] if isinstance(y, (list, tuple)) and len(y) else y
+    if isinstance(first, (str, os.PathLike)) and str(first).endswith((".fif", ".fif.gz")):
+        raise TypeError(
+            f"{str(first)!r} looks like an MNE file: read it first, e.g. "
+            "mne.read_epochs(path), and pass the Epochs."
+        )
+    if _is_niimg(first) or isinstance(first, (str, os.PathLike)):
+        return "volume"
+    if _is_surface_image(first):
+        return "surface"
+    if _is_mne(y):
+        import mne
+
+        if isinstance(y, mne.BaseEpochs):
+            return "epochs"
+        raise TypeError(
+            f"Responses from MNE must be Epochs (one sample per image); got a "
+            f"{type(y).__name__}. Epoch the recording around the image onsets first "
+            "(mne.Epochs(raw, events, ...)); for an Evoked, stack the evoked responses of "
+            "each image into an mne.EpochsArray."
+        )
+    if isinstance(y, dict):
+        raise TypeError(
+            "Responses must be an array, a Niimg, a SurfaceImage or mne.Epochs; got a dict."
+        )
     return "array"
 
 
-_SPACES: dict[str, type[ResponseSpace]] = {"array": ArraySpace}
+_SPACES: dict[str, type[ResponseSpace]] = {
+    space.kind: space for space in (ArraySpace, VolumeSpace, SurfaceSpace, EpochsSpace)
+}
 
 
 def space_from_dict(state: dict[str, Any]) -> ResponseSpace:
