@@ -31,7 +31,7 @@ from ._logging import logger
 MODALITIES = ("fmri", "meg", "eeg", "other")
 _FORMAT_VERSION = 1
 # Elements per block when scanning responses for NaN/inf/constant columns (bounds memory).
-_SCAN_ELEMENTS = 1 << 22
+_SCAN_ELEMENTS = 1 << 18
 
 
 # ----------------------------------------------------------------------------------------
@@ -131,10 +131,12 @@ def _take_columns(Y: np.ndarray, keep: np.ndarray, owned: bool) -> np.ndarray:
     if not owned:
         return Y[:, keep]
     n, k = Y.shape[0], int(keep.sum())
+    columns = np.flatnonzero(keep)
     flat = Y.reshape(-1)
-    # row i moves to [i*k, (i+1)*k), which never overlaps a row not yet moved
+    # row i moves to [i*k, (i+1)*k), which never overlaps a row not yet moved; take() with
+    # mode="raise" buffers its output, so the overlap with row i itself is safe
     for i in range(n):
-        flat[i * k : (i + 1) * k] = Y[i, keep]
+        np.take(Y[i], columns, out=flat[i * k : (i + 1) * k])
     return flat[: n * k].reshape(n, k)
 
 
@@ -422,7 +424,8 @@ class ArraySpace(ResponseSpace):
     def _voxel_name(self, raw_index: int) -> str:
         if len(self.sample_shape) <= 1:
             return f"column {raw_index}"
-        return f"column {raw_index} (index {np.unravel_index(raw_index, self.sample_shape)})"
+        index = tuple(int(i) for i in np.unravel_index(raw_index, self.sample_shape))
+        return f"column {raw_index} (index {index})"
 
     def _to_raw(self, y: Any) -> tuple[np.ndarray, bool]:
         y = _array_input(y)
@@ -1069,14 +1072,17 @@ class EpochsSpace(ResponseSpace):
 def _epochs_data(epochs: Any, ch_names: list[str]) -> np.ndarray:
     """float32 ``(n_epochs, n_channels * n_times)`` of the named channels."""
     picks = [epochs.ch_names.index(c) for c in ch_names]
+    empty = ValueError(
+        "The Epochs object has no epochs (all were dropped?); see epochs.drop_log."
+    )
+    if (epochs.preload and len(epochs) == 0) or len(epochs.events) == 0:
+        raise empty
     if epochs.preload:
         data = epochs.get_data(picks=picks, copy=False)
     else:
         data = epochs.get_data(picks=picks)
     if data.shape[0] == 0:
-        raise ValueError(
-            "The Epochs object has no epochs (all were dropped?); see epochs.drop_log."
-        )
+        raise empty
     _check_numeric(data, "Epochs data")
     return np.ascontiguousarray(data.reshape(data.shape[0], -1), dtype=np.float32)
 
@@ -1091,8 +1097,6 @@ def _fit_epochs(
             "mask is not used for Epochs: select channels and times with MNE first, e.g. "
             "epochs.copy().pick(['O1', 'O2']).crop(0.05, 0.5)."
         )
-    if not y.preload and len(y.events) == 0:
-        raise ValueError("The Epochs object has no epochs.")
     picks = _data_picks(y.info)
     if not len(picks):
         raise ValueError(

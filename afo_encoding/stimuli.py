@@ -405,6 +405,8 @@ class StimulusSet:
             positions = np.arange(n)[indices]
         else:
             positions = np.asarray(indices)
+            if positions.size == 0:
+                positions = positions.astype(np.intp)
             if positions.dtype == bool:
                 if positions.shape != (n,):
                     raise IndexError(
@@ -495,7 +497,9 @@ class StimulusSet:
         positions = self._positions(indices)
         resized = []
         for block in self._source.batch(positions):
-            x = torch.from_numpy(np.ascontiguousarray(block))
+            block = np.ascontiguousarray(block)
+            # PIL and memory-mapped images are read-only; torch wants writable memory
+            x = torch.from_numpy(block if block.flags.writeable else block.copy())
             if x.dtype == torch.uint8:
                 x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
                 if x.shape[1] == 1:
