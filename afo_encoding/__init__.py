@@ -14,7 +14,12 @@ __version__ = "0.1.0.dev0"
 # public name -> module that defines it; imported lazily on first attribute access
 _LAZY = {
     "as_responses": "afo_encoding.responses",
+    "as_stimuli": "afo_encoding.stimuli",
     "StimulusSet": "afo_encoding.stimuli",
+    "InputSpec": "afo_encoding.stimuli",
+    "get_backbone": "afo_encoding.backbones",
+    "extract_features": "afo_encoding.backbones",
+    "FeatureStore": "afo_encoding.backbones",
 }
 
 __all__ = ["__version__", "set_log_level", *_LAZY]
