@@ -72,11 +72,12 @@ def _column_blocks(n_samples: int, columns: np.ndarray | None, n_columns: int):
 
 
 def _nonfinite_error(
-    Y: np.ndarray, sel: Any, block: np.ndarray, bad: np.ndarray, name, what: str
+    sel: Any, block: np.ndarray, bad: np.ndarray, name, what: str
 ) -> ValueError:
+    """The error for the first NaN/inf of ``block`` (the columns ``sel`` of the data)."""
     rows, cols = np.nonzero(bad)
     row, col = int(rows[0]), int(cols[0])
-    raw = (np.arange(Y.shape[1])[sel])[col]
+    raw = sel.start + col if isinstance(sel, slice) else sel[col]
     value = block[row, col]
     return ValueError(
         f"{what} contain NaN or inf: {value} at sample {row}, {name(int(raw))}. Only voxels "
@@ -104,7 +105,7 @@ def _usable_columns(
         inf = np.isinf(block)
         if inf.any() or partial.any():
             bad = inf | (nan & partial)
-            raise _nonfinite_error(Y, sel, block, bad, name, what)
+            raise _nonfinite_error(sel, block, bad, name, what)
         all_nan[sel] = n_nan == n
         constant[sel] = (block.max(axis=0) == block.min(axis=0)) & (n_nan == 0)
     keep = ~(all_nan | constant)
@@ -121,7 +122,7 @@ def _check_finite(Y: np.ndarray, name_of_column, what: str) -> None:
         block = Y[:, sel]
         bad = ~np.isfinite(block)
         if bad.any():
-            raise _nonfinite_error(Y, sel, block, bad, name_of_column, what)
+            raise _nonfinite_error(sel, block, bad, name_of_column, what)
 
 
 def _take_columns(Y: np.ndarray, keep: np.ndarray, owned: bool) -> np.ndarray:
@@ -276,7 +277,7 @@ class ResponseSpace:
         ----------
         Y : array-like, shape (n_samples, n_voxels)
             One value per kept voxel, e.g. predictions or scores; a 1D ``(n_voxels,)``
-            array is read as one sample.
+            array is read as one sample (with a single voxel, as one value per sample).
         **kwargs
             Container-specific options (see the subclass).
 
@@ -291,7 +292,7 @@ class ResponseSpace:
         Y = np.asarray(Y)
         _check_numeric(Y, "Values to inverse_transform")
         if Y.ndim == 1:
-            Y = Y[None]
+            Y = Y[:, None] if self.n_voxels == 1 else Y[None]
         if Y.ndim != 2 or Y.shape[1] != self.n_voxels:
             raise ValueError(
                 f"inverse_transform needs an array (n_samples, n_voxels={self.n_voxels}); "
@@ -310,10 +311,12 @@ class ResponseSpace:
         Returns
         -------
         state : dict
-            Flat dict; every value is a str, int, float, bool, None, a list of those, or a
-            numeric :class:`numpy.ndarray` (no object arrays), so a save format can put the
-            arrays in safetensors and the rest in JSON. :func:`space_from_dict` rebuilds
-            the space from it.
+            Flat dict with str keys; every value is either a numeric
+            :class:`numpy.ndarray` (no object arrays; masks as uint8) or JSON-serialisable
+            (str, int, float, bool, None, lists and str-keyed dicts of those), so a save
+            format can put the arrays in safetensors and the rest in JSON.
+            :func:`space_from_dict` rebuilds the space from it (arrays may come back as any
+            array-like).
         """
         state: dict[str, Any] = {
             "kind": self.kind,
@@ -509,8 +512,12 @@ def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(affine_a, affine_b)
 
 
-def _load_4d(y: Any) -> Any:
-    """Niimg-like (image, path, list of 3D images/paths) -> a 4D nibabel image (lazy data)."""
+def _load_4d(y: Any, allow_3d: bool = False) -> Any:
+    """Niimg-like (image, path, list of 3D images/paths) -> a 4D nibabel image (lazy data).
+
+    A single 3D image is an error, unless ``allow_3d`` (then it is one sample).
+    """
+    import nibabel as nib
     from nilearn.image import load_img
 
     try:
@@ -519,6 +526,8 @@ def _load_4d(y: Any) -> Any:
         raise ValueError(
             f"Cannot read the responses as Niimg ({_short_repr(y)}): {err}"
         ) from err
+    if img.ndim == 3 and allow_3d:
+        return nib.Nifti1Image(np.asarray(img.dataobj)[..., None], img.affine)
     if img.ndim == 3:
         raise ValueError(
             f"The responses are one 3D image of shape {img.shape}, i.e. a single sample. "
@@ -593,6 +602,7 @@ class VolumeSpace(ResponseSpace):
 
     Voxels are in the order of ``mask[mask]`` (C order over i, j, k), as in nilearn's
     maskers. ``coords`` are world coordinates in mm, ``affine @ (i, j, k, 1)``.
+    ``transform`` reads 4D images, lists of 3D images, or one 3D image as one sample.
     ``inverse_transform`` gives a 4D float32 Nifti1Image on the same grid: 0 outside the
     mask (as nilearn's ``unmask``), NaN at dropped voxels.
 
@@ -634,7 +644,8 @@ class VolumeSpace(ResponseSpace):
         )
 
     def _to_raw(self, y: Any) -> tuple[np.ndarray, bool]:
-        img = _load_4d(y)
+        # in transform, a 3D image is one sample (a test volume, an atlas, a weight map)
+        img = _load_4d(y, allow_3d=True)
         if not _same_grid(img.shape, img.affine, self._mask.shape, self.affine):
             raise ValueError(
                 f"These images are not on the grid of the space: shape {img.shape[:3]} with "
@@ -1127,7 +1138,8 @@ def _fit_epochs(
     space = EpochsSpace(
         info,
         times,
-        y.events[: Y.shape[0]] if len(y.events) >= Y.shape[0] else np.zeros((0, 3)),
+        # events only when they surely match the rows read (MNE may drop bad epochs on read)
+        y.events if len(y.events) == Y.shape[0] else np.zeros((0, 3)),
         y.event_id,
         keep=np.ones(n_channels * n_times, dtype=bool),
         coords=raw_coords,
@@ -1161,7 +1173,8 @@ def as_responses(
     mask : optional
         Which voxels to model. Niimg: a 3D mask image (path or image) or a
         :class:`~nilearn.maskers.NiftiMasker` (fitted or not); ``None`` computes a mask
-        with ``NiftiMasker()`` (nilearn's ``"background"`` strategy). SurfaceImage: a
+        with ``NiftiMasker()`` (nilearn's ``"background"`` strategy; that reads the whole
+        image, so pass a mask for data larger than memory). SurfaceImage: a
         SurfaceImage of booleans on the same mesh. Array: a boolean array over the
         columns. Not used for Epochs (pick channels and crop times with MNE first).
     coords : array-like, shape (n_raw_voxels, d), optional

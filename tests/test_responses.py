@@ -179,6 +179,8 @@ def test_one_dimensional_responses_are_one_voxel_and_come_back_1d():
     back = space.inverse_transform(Y)
     assert back.shape == (N_SAMPLES,)
     np.testing.assert_array_equal(back, y.astype(np.float32))
+    # with a single voxel, 1D predictions are one value per sample
+    np.testing.assert_array_equal(space.inverse_transform(Y[:, 0]), back)
 
 
 def test_array_mask_selects_columns():
@@ -400,9 +402,9 @@ def test_3d_image_where_4d_is_needed(brain_4d, mni_mask):
     single = nib.Nifti1Image(img.get_fdata()[..., 0], img.affine)
     with pytest.raises(ValueError, match=r"one 3D image of shape \(\d+, \d+, \d+\).*4D"):
         as_responses(single, mask=mni_mask)
-    _, space = as_responses(img, mask=mni_mask)
-    with pytest.raises(ValueError, match="one 3D image"):
-        space.transform(single)
+    Y, space = as_responses(img, mask=mni_mask)
+    # reading new data, a 3D image is one sample (a test volume, an atlas)
+    np.testing.assert_array_equal(space.transform(single), Y[:1])
 
 
 def test_volume_transform_rejects_another_grid(brain_4d, mni_mask):
