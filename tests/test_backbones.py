@@ -17,7 +17,7 @@ from afo_encoding.backbones import (
     get_backbone,
     register_backbone,
 )
-from afo_encoding.backbones.base import evenly_spaced_layers, split_output
+from afo_encoding.backbones.base import evenly_spaced_layers, split_output, weights_fingerprint
 from afo_encoding.stimuli import InputSpec
 
 transformers = pytest.importorskip("transformers")
@@ -231,6 +231,32 @@ def test_dinov2_random_weights_real_architecture():
     assert again.name == backbone.name, "random weights must be reproducible"
     _check_interface(backbone, batch=1)
     assert "dinov2-small" in available_backbones()
+
+
+def test_dinov2_bf16_autocast_through_the_cache(tiny_dinov2):
+    path, _ = tiny_dinov2
+    backbone = get_backbone(path)
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 3), dtype=np.uint8)
+    full = extract_features(backbone, images)
+    mixed = extract_features(backbone, images, autocast="bf16", dtype="bfloat16")
+    for a, b in zip(full.batch(None)[0], mixed.batch(None)[0], strict=True):
+        assert torch.isfinite(b).all()
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
+
+
+def test_weights_fingerprint_ignores_thread_count():
+    torch.manual_seed(0)
+    module = nn.Linear(1000, 1000)
+    previous = torch.get_num_threads()
+    prints = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        prints.append(weights_fingerprint(module))
+    torch.set_num_threads(previous)
+    assert prints[0] == prints[1]
+    with torch.no_grad():
+        module.weight[3, 7] += 1e-3
+    assert weights_fingerprint(module) != prints[0]
 
 
 def test_evenly_spaced_layers():

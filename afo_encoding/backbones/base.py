@@ -133,11 +133,14 @@ def weights_fingerprint(module: nn.Module) -> str | None:
         t = tensor.detach()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         if t.numel():
-            flat = t.reshape(-1)
-            step = max(1, flat.numel() // 4096)
-            sample = flat[::step][:4096].to(device="cpu", dtype=torch.float64)
-            h.update(sample.numpy().tobytes())
-            h.update(np.float64(flat.to(torch.float64).sum().item()).tobytes())
+            flat = t.reshape(-1).cpu()
+            if flat.dtype == torch.bfloat16:
+                flat = flat.float()
+            values = flat.numpy()
+            step = max(1, values.size // 4096)
+            h.update(values[::step][:4096].astype(np.float64).tobytes())
+            # numpy's single-threaded pairwise sum: the same bits whatever the thread count
+            h.update(np.float64(values.sum(dtype=np.float64)).tobytes())
         n_tensors += 1
     return h.hexdigest()[:12] if n_tensors else None
 

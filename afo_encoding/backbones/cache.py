@@ -54,6 +54,8 @@ _STORAGE = {
     # numpy has no bfloat16: stored as the raw 16 bits (int16 view, read back as bfloat16)
     "bfloat16": (np.dtype(np.int16), torch.bfloat16),
 }
+# torch dtype of the stored bits
+_BITS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.int16}
 _AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _COMMIT_SECONDS = 5.0
 
@@ -139,20 +141,13 @@ class _Segment:
         self.array = array
         self.ids = list(ids)
         self.path = path
-        self._tensor: torch.Tensor | None = None
 
     @property
     def ram_bytes(self) -> int:
         return 0 if self.path is not None else self.array.nbytes
 
-    def tensor(self, storage: str) -> torch.Tensor:
-        """The rows as a torch tensor sharing memory with the array."""
-        if self._tensor is None:
-            self._tensor = torch.from_numpy(self.array).view(_STORAGE[storage][1])
-        return self._tensor
-
     def __getstate__(self) -> dict:
-        state = {"ids": self.ids, "path": self.path, "_tensor": None}
+        state = {"ids": self.ids, "path": self.path}
         if self.path is None:
             state["array"] = self.array
         else:
@@ -166,8 +161,7 @@ class _Segment:
 
 
 def _open_rows(path: Path) -> np.ndarray:
-    # copy-on-write mapping: writable for torch.from_numpy, never modifies the file
-    return np.load(path, mmap_mode="c")
+    return np.load(path, mmap_mode="r")
 
 
 class _MemoryCache:
@@ -346,7 +340,7 @@ class _DiskWriter:
         self.last_commit = time.monotonic()
 
     def segment(self, ids: Sequence[str]) -> _Segment:
-        del self.array  # unmap the writable view; readers map the file copy-on-write
+        del self.array  # unmap the writable view; readers map the file read-only
         return _Segment(_open_rows(self.path), ids, path=self.path)
 
 
@@ -525,22 +519,29 @@ class FeatureStore:
             )
         return np.where(idx < 0, idx + len(self), idx)
 
-    def _gather(self, idx: np.ndarray, pin: bool = False) -> torch.Tensor:
-        """Flat rows ``(len(idx), n_features)`` in the storage dtype, on the CPU."""
+    def _gather(
+        self, idx: np.ndarray, columns: slice = slice(None), out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rows ``idx``, ``columns`` of the flat features, in the storage dtype.
+
+        Plain numpy copies, one per segment touched: single-threaded memcpy, which stays
+        fast on a busy machine where a multi-threaded gather waits for its threads.
+        """
         seg = self._segment_index[idx]
-        rows = torch.from_numpy(self._row_index[idx])
-        storage_dtype = _STORAGE[self._storage][1]
-        if len(self._segments) == 1 and not pin:
-            return torch.index_select(self._segments[0].tensor(self._storage), 0, rows)
-        out = torch.empty((len(idx), self.n_features), dtype=storage_dtype, pin_memory=pin)
+        rows = self._row_index[idx]
+        if len(self._segments) == 1 and out is None:
+            return np.asarray(self._segments[0].array[rows, columns])
+        if out is None:
+            width = len(range(*columns.indices(self.n_features)))
+            out = np.empty((len(idx), width), dtype=_STORAGE[self._storage][0])
         for s in np.unique(seg):
-            where = np.flatnonzero(seg == s)
-            src = self._segments[s].tensor(self._storage)
-            if len(where) == len(idx):
-                torch.index_select(src, 0, rows, out=out)
-            else:
-                out[torch.from_numpy(where)] = torch.index_select(src, 0, rows[where])
+            where = seg == s
+            out[where] = self._segments[s].array[rows[where], columns]
         return out
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """Torch view of stored rows (bfloat16 rows are kept as int16 bits)."""
+        return torch.from_numpy(array).view(_STORAGE[self._storage][1])
 
     def batch(
         self,
@@ -568,12 +569,25 @@ class FeatureStore:
         """
         idx = self._indices(indices)
         device = torch.device("cpu") if device is None else torch.device(device)
-        flat = self._gather(idx, pin=device.type == "cuda")
-        flat = flat.to(device, non_blocking=True).to(dtype)
-        parts = [
-            flat[:, sl].reshape(len(idx), *shape).contiguous()
-            for sl, shape in zip(self.slices, self._layout.part_shapes)
-        ]
+        shapes = self._layout.part_shapes
+        if device.type == "cpu":
+            parts = [
+                self._tensor(self._gather(idx, sl)).reshape(len(idx), *shape).to(dtype)
+                for sl, shape in zip(self.slices, shapes)
+            ]
+        else:
+            # one gather into (pinned) host memory, one transfer, the cast on the device
+            host = torch.empty(
+                (len(idx), self.n_features),
+                dtype=_BITS[self._storage],
+                pin_memory=device.type == "cuda",
+            )
+            self._gather(idx, out=host.numpy())
+            flat = self._tensor(host.numpy()).to(device, non_blocking=True).to(dtype)
+            parts = [
+                flat[:, sl].reshape(len(idx), *shape).contiguous()
+                for sl, shape in zip(self.slices, shapes)
+            ]
         n_layers = len(self._layout.layer_names)
         return parts[:n_layers], parts[n_layers:]
 
@@ -588,7 +602,9 @@ class FeatureStore:
             Dtype of the result (default float32).
         """
         flat = self._gather(self._indices(indices))
-        return flat.to(torch.float32).numpy().astype(dtype, copy=False)
+        if self._storage == "bfloat16":
+            flat = self._tensor(flat).to(torch.float32).numpy()
+        return flat.astype(dtype, copy=False)
 
     def subset(self, indices: Any) -> FeatureStore:
         """A store of some of the images, sharing their features (no copy)."""
@@ -605,10 +621,7 @@ class FeatureStore:
 
 def _to_storage_numpy(flat: torch.Tensor, storage: str) -> np.ndarray:
     """CPU numpy copy of ``flat`` in the storage dtype (bfloat16 as its int16 bits)."""
-    t = flat.detach().to(device="cpu", dtype=_STORAGE[storage][1])
-    if storage == "bfloat16":
-        t = t.view(torch.int16)
-    return t.numpy()
+    return flat.detach().to(device="cpu", dtype=_STORAGE[storage][1]).view(_BITS[storage]).numpy()
 
 
 def _resolve_device(device: Any, backbone: Backbone) -> torch.device:
@@ -793,8 +806,10 @@ def _compute(
                     f"Backbone {backbone.name!r} returned features of shapes {got} for inputs "
                     f"{tuple(x.shape)}; it declared {expected}."
                 )
-            flat = torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
-            array[start : start + len(x)] = _to_storage_numpy(flat, storage)
+            for part, columns in zip(parts, layout.slices):
+                array[start : start + len(x), columns] = _to_storage_numpy(
+                    part.reshape(len(x), -1), storage
+                )
             if writer is not None:
                 writer.commit(ids, start + len(x))
     if writer is None:
