@@ -117,6 +117,20 @@ def test_disk_cache_serves_a_fresh_process(tmp_path):
     assert (folders[0] / "key.json").exists()
 
 
+def test_features_computed_in_ram_are_saved_to_disk_without_recomputing(tmp_path):
+    backbone, calls = _counting_pyramid()
+    images = _images(4)
+    in_ram = extract_features(backbone, images[:3])
+    on_disk = extract_features(backbone, images, memory=tmp_path)
+    assert sum(calls) == 4
+    assert on_disk.on_disk
+    clear_feature_cache()
+    again = extract_features(backbone, images, memory=tmp_path)
+    assert sum(calls) == 4
+    _assert_same(again.subset([0, 1, 2]), in_ram)
+    _assert_same(again, on_disk)
+
+
 def test_joblib_memory_without_location_keeps_features_in_ram(tmp_path):
     backbone, _ = _counting_pyramid()
     store = extract_features(backbone, _images(2), memory=joblib.Memory(None, verbose=0))

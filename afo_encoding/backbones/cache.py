@@ -177,10 +177,20 @@ class _MemoryCache:
         self.max_mapped = max_mapped
         self._index: dict[str, dict[str, tuple[weakref.ref, int]]] = {}
         self._keep: OrderedDict[int, _Segment] = OrderedDict()
-        self._lock = threading.Lock()
+        # reentrant: a segment may die, and call forget, while the lock is held
+        self._lock = threading.RLock()
 
     def add(self, key: str, segment: _Segment) -> None:
-        ref = weakref.ref(segment)
+        ids = segment.ids
+
+        def forget(ref: weakref.ref) -> None:  # drop the entries of a dead segment
+            with self._lock:
+                index = self._index.get(key, {})
+                for image_id in ids:
+                    if index.get(image_id, (None,))[0] is ref:
+                        del index[image_id]
+
+        ref = weakref.ref(segment, forget)
         with self._lock:
             index = self._index.setdefault(key, {})
             for row, image_id in enumerate(segment.ids):
@@ -309,39 +319,69 @@ class _DiskCache:
                     found[image_id] = (segment, row)
         return found
 
-    def create(self, n_rows: int) -> _DiskWriter:
-        return _DiskWriter(self.folder / f"{uuid.uuid4().hex}.npy", n_rows, self)
+    def holds(self, entry: tuple[_Segment, int] | None) -> bool:
+        """Whether a (segment, row) found elsewhere is already in this cache folder."""
+        return (
+            entry is not None and entry[0].path is not None and entry[0].path.parent == self.folder
+        )
+
+    def create(self, ids: Sequence[str]) -> _DiskWriter:
+        """A writer of a new segment for ``ids``, in a file of its own."""
+        return _DiskWriter(self.folder / f"{uuid.uuid4().hex}.npy", ids, self.layout, self.storage)
 
 
 class _DiskWriter:
-    """Rows written into a new memory-mapped ``.npy``; ids committed after each flush."""
+    """New rows written into a memory-mapped ``.npy``; their ids committed after a flush."""
 
-    def __init__(self, path: Path, n_rows: int, cache: _DiskCache):
+    def __init__(self, path: Path, ids: Sequence[str], layout: FeatureLayout, storage: str):
         self.path = path
+        self.ids = list(ids)
         self.array = np.lib.format.open_memmap(
-            path,
-            mode="w+",
-            dtype=_STORAGE[cache.storage][0],
-            shape=(n_rows, cache.layout.n_features),
+            path, mode="w+", dtype=_STORAGE[storage][0], shape=(len(ids), layout.n_features)
         )
-        self.ids_path = path.with_suffix(".ids")
         self.n_committed = 0
         self.last_commit = time.monotonic()
 
-    def commit(self, ids: Sequence[str], n_written: int, force: bool = False) -> None:
+    def commit(self, n_written: int, force: bool = False) -> None:
+        """Publish the ids of rows up to ``n_written`` (at most every few seconds)."""
         if n_written == self.n_committed:
             return
         if not force and time.monotonic() - self.last_commit < _COMMIT_SECONDS:
             return
         self.array.flush()
-        with open(self.ids_path, "a") as f:
-            f.write("".join(f"{i}\n" for i in ids[self.n_committed : n_written]))
+        with open(self.path.with_suffix(".ids"), "a") as f:
+            f.write("".join(f"{i}\n" for i in self.ids[self.n_committed : n_written]))
         self.n_committed = n_written
         self.last_commit = time.monotonic()
 
-    def segment(self, ids: Sequence[str]) -> _Segment:
+    def close(self) -> _Segment:
+        self.commit(len(self.ids), force=True)
         del self.array  # unmap the writable view; readers map the file read-only
-        return _Segment(_open_rows(self.path), ids, path=self.path)
+        return _Segment(_open_rows(self.path), self.ids, path=self.path)
+
+
+class _RamWriter:
+    """New rows in RAM, with the interface of :class:`_DiskWriter`."""
+
+    def __init__(self, ids: Sequence[str], layout: FeatureLayout, storage: str):
+        self.ids = list(ids)
+        itemsize = _STORAGE[storage][0].itemsize
+        needed = len(ids) * layout.n_features * itemsize
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+            if needed > 0.9 * available:
+                raise MemoryError(
+                    f"The features of {len(ids)} images need {needed / 2**30:.1f} GiB, more "
+                    f"than the {available / 2**30:.1f} GiB of free RAM. Pass memory='<a folder>' "
+                    "to store them on disk (memory-mapped), and/or dtype='bfloat16' to halve them."
+                )
+        self.array = np.empty((len(ids), layout.n_features), dtype=_STORAGE[storage][0])
+
+    def commit(self, n_written: int, force: bool = False) -> None:
+        """Nothing to publish: the rows become visible when the segment is made."""
+
+    def close(self) -> _Segment:
+        return _Segment(self.array, self.ids)
 
 
 def _disk_cache(memory: Any, key: str, layout: FeatureLayout, storage: str) -> _DiskCache | None:
@@ -712,27 +752,40 @@ def extract_features(
     with use_log_level(verbose):
         found = _MEMORY.lookup(key, ids)
         disk = _disk_cache(memory, key, layout, storage)
-        missing = {i for i in ids if i not in found}
-        if missing and disk is not None:
-            from_disk = disk.lookup(missing)
+        if disk is not None:
+            # the disk copy wins: what is found only in RAM is written there too
+            from_disk = disk.lookup({i for i in ids if not disk.holds(found.get(i))})
             for segment in {id(s): s for s, _ in from_disk.values()}.values():
                 _MEMORY.add(key, segment)
             found.update(from_disk)
-        first_index: dict[str, int] = {}
+        to_save: list[str] = []
+        if disk is not None:
+            to_save = list(
+                dict.fromkeys(i for i in ids if i in found and not disk.holds(found[i]))
+            )
+        to_compute: dict[str, int] = {}
         for i, image_id in enumerate(ids):
             if image_id not in found:
-                first_index.setdefault(image_id, i)
+                to_compute.setdefault(image_id, i)
         logger.info(
             "Features of %d images (%s): %d cached, %d to compute.",
-            len(ids), backbone.name, len(set(ids)) - len(first_index), len(first_index),
+            len(ids), backbone.name, len(set(ids)) - len(to_compute), len(to_compute),
         )  # fmt: skip
-        if first_index:
-            segment = _compute(
-                backbone, stimuli, list(first_index.values()), list(first_index), layout,
-                storage, disk, batch_size, _resolve_device(device, backbone), autocast, verbose,
-            )  # fmt: skip
+        if to_save or to_compute:
+            new_ids = to_save + list(to_compute)
+            if disk is not None:
+                writer: _DiskWriter | _RamWriter = disk.create(new_ids)
+            else:
+                writer = _RamWriter(new_ids, layout, storage)
+            _copy_rows(writer, [found[i] for i in to_save])
+            if to_compute:
+                _compute(
+                    backbone, stimuli, list(to_compute.values()), writer, len(to_save), layout,
+                    storage, batch_size, _resolve_device(device, backbone), autocast, verbose,
+                )  # fmt: skip
+            segment = writer.close()
             _MEMORY.add(key, segment)
-            found.update({image_id: (segment, row) for row, image_id in enumerate(segment.ids)})
+            found.update({image_id: (segment, row) for row, image_id in enumerate(new_ids)})
 
     segments: dict[int, int] = {}
     segment_list: list[_Segment] = []
@@ -748,36 +801,35 @@ def extract_features(
     return FeatureStore(segment_list, seg_index, row_index, layout, storage, backbone.name)
 
 
+def _copy_rows(writer: _DiskWriter | _RamWriter, sources: list[tuple[_Segment, int]]) -> None:
+    """Copy rows of existing segments to the first rows of ``writer``, and commit them."""
+    if not sources:
+        return
+    groups: dict[int, tuple[_Segment, list[int], list[int]]] = {}
+    for dst, (segment, row) in enumerate(sources):
+        _, dsts, rows = groups.setdefault(id(segment), (segment, [], []))
+        dsts.append(dst)
+        rows.append(row)
+    for segment, dsts, rows in groups.values():
+        writer.array[dsts] = segment.array[rows]
+    writer.commit(len(sources), force=True)
+
+
 def _compute(
     backbone: Backbone,
     stimuli: Any,
     indices: list[int],
-    ids: list[str],
+    writer: _DiskWriter | _RamWriter,
+    offset: int,
     layout: FeatureLayout,
     storage: str,
-    disk: _DiskCache | None,
     batch_size: int,
     device: torch.device,
     autocast: str | None,
     verbose: Any,
-) -> _Segment:
-    """Run the backbone on ``stimuli[indices]`` and write the rows into a new segment."""
-    n, n_features = len(indices), layout.n_features
-    if disk is not None:
-        writer = disk.create(n)
-        array = writer.array
-    else:
-        writer = None
-        needed = n * n_features * _STORAGE[storage][0].itemsize
-        with contextlib.suppress(ValueError, OSError, AttributeError):
-            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-            if needed > 0.9 * available:
-                raise MemoryError(
-                    f"The features of {n} images need {needed / 2**30:.1f} GiB, more than the "
-                    f"{available / 2**30:.1f} GiB of free RAM. Pass memory='<a folder>' to "
-                    "store them on disk (memory-mapped), and/or dtype='bfloat16' to halve them."
-                )
-        array = np.empty((n, n_features), dtype=_STORAGE[storage][0])
+) -> None:
+    """Run the backbone on ``stimuli[indices]``, writing rows ``offset:`` of ``writer``."""
+    n = len(indices)
     backbone.to(device)
     spec = backbone.input_spec
     expected = layout.part_shapes
@@ -806,13 +858,7 @@ def _compute(
                     f"Backbone {backbone.name!r} returned features of shapes {got} for inputs "
                     f"{tuple(x.shape)}; it declared {expected}."
                 )
+            rows = slice(offset + start, offset + start + len(x))
             for part, columns in zip(parts, layout.slices):
-                array[start : start + len(x), columns] = _to_storage_numpy(
-                    part.reshape(len(x), -1), storage
-                )
-            if writer is not None:
-                writer.commit(ids, start + len(x))
-    if writer is None:
-        return _Segment(array, ids)
-    writer.commit(ids, n, force=True)
-    return writer.segment(ids)
+                writer.array[rows, columns] = _to_storage_numpy(part.reshape(len(x), -1), storage)
+            writer.commit(rows.stop)
