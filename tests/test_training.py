@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from afo_encoding.backbones import FeatureStore
 from afo_encoding.metrics import pearson_r
 from afo_encoding.training import (
-    ArrayFeatures,
     EngineConfig,
     MixedSubjectSampler,
     PearsonAccumulator,
@@ -51,6 +51,12 @@ class StandIn(torch.nn.Module):
         return pred
 
 
+def flat(X):
+    """Flat features as one layer (a 1x1 map and a global vector)."""
+    X = np.asarray(X, dtype=np.float32)
+    return FeatureStore.from_arrays([X[:, :, None, None]], [X])
+
+
 def make_subject(n_samples=120, n_features=8, n_voxels=20, noise=0.3, seed=0, **hooks):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n_samples, n_features)).astype(np.float32)
@@ -58,7 +64,7 @@ def make_subject(n_samples=120, n_features=8, n_voxels=20, noise=0.3, seed=0, **
     Y = X @ W + noise * rng.standard_normal((n_samples, n_voxels)).astype(np.float32)
     n_val = n_samples // 5
     data = SubjectData(
-        ArrayFeatures.from_flat(X), Y, np.arange(n_val, n_samples), np.arange(n_val), **hooks
+        flat(X), Y, np.arange(n_val, n_samples), np.arange(n_val), **hooks
     )
     return data, X, Y
 
@@ -123,14 +129,14 @@ def test_subject_data_checks_shapes_and_monitor():
         make_subject(monitor=np.array([25]))
     with pytest.raises(ValueError, match="120 samples but the targets 100"):
         SubjectData(
-            ArrayFeatures.from_flat(np.zeros((120, 2))),
+            flat(np.zeros((120, 2))),
             np.zeros((100, 3)),
             np.arange(50),
             np.arange(50, 60),
         )
     with pytest.raises(ValueError, match="at least 2 samples"):
         SubjectData(
-            ArrayFeatures.from_flat(np.zeros((10, 2))),
+            flat(np.zeros((10, 2))),
             np.ones((10, 3)),
             np.arange(9),
             np.arange(9, 10),

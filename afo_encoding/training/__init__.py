@@ -7,14 +7,13 @@
 """
 
 from .checkpoints import TopKCheckpoints
-from .data import ArrayFeatures, MixedSubjectSampler, SubjectData
+from .data import MixedSubjectSampler, SubjectData
 from .engine import EngineConfig, FitResult, TrainingConfig, fit_model
 from .evaluation import PearsonAccumulator, iter_predictions, predict_array, validation_scores
 from .losses import voxel_loss_sum
 from .soup import greedy_soup
 
 __all__ = [
-    "ArrayFeatures",
     "EngineConfig",
     "FitResult",
     "MixedSubjectSampler",

@@ -59,6 +59,17 @@ def _update(h, value) -> None:
     h.update(memoryview(arr).cast("B"))
 
 
+def _update_features(h, features) -> None:
+    """Features enter by their ``fingerprint``, else their backbone and image ids."""
+    fingerprint = getattr(features, "fingerprint", None)
+    if fingerprint is not None:
+        h.update(str(fingerprint).encode())
+        return
+    h.update(f"{getattr(features, 'backbone_name', '')}|{len(features)}".encode())
+    for i in getattr(features, "ids", ()):
+        h.update(str(i).encode())
+
+
 def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str = "") -> str:
     """Hash of everything that determines a fit, naming its run folder.
 
@@ -69,11 +80,12 @@ def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str
         fit with ``random_state=None`` still finds its run again).
     subjects : list of SubjectData
         Targets, splits, loss weights, soft targets and monitored voxels enter; features
-        enter through their ``fingerprint`` attribute when they have one.
+        enter through their ``fingerprint`` attribute, else their ``backbone_name`` and
+        image ``ids`` (a :class:`~afo_encoding.backbones.FeatureStore`).
     config : dict
         The training recipe.
     run_key : str
-        What the caller knows and the rest cannot show (backbone name, stimulus ids...).
+        What the caller knows and the rest cannot show (model options, coordinates...).
 
     Returns
     -------
@@ -87,7 +99,7 @@ def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str
     for name, value in model.state_dict().items():
         h.update(f"{name}{tuple(value.shape)}".encode())
     for data in subjects:
-        h.update(str(getattr(data.features, "fingerprint", len(data.features))).encode())
+        _update_features(h, data.features)
         for arr in (
             data.targets,
             data.train_index,

@@ -1,7 +1,7 @@
 """What a fit trains on: one :class:`SubjectData` per subject, and the batch sampler.
 
 A subject's data is a feature store (anything with ``batch(indices, device, dtype)`` as
-:class:`afo_encoding.backbones.FeatureStore`, or :class:`ArrayFeatures` for precomputed
+:class:`afo_encoding.backbones.FeatureStore`; ``FeatureStore.from_arrays`` wraps precomputed
 arrays), the targets ``(n_samples, n_voxels)`` and the All-for-One hooks: a per-voxel weight
 on the ground truth, soft targets with their own per-voxel weight, and the voxels that
 validation (early stopping, checkpoint choice, soup) looks at.
@@ -9,102 +9,11 @@ validation (early stopping, checkpoint choice, soup) looks at.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-
-
-class ArrayFeatures:
-    """Precomputed features held in memory, with the interface of a feature store.
-
-    Parameters
-    ----------
-    local_maps : list of ndarray, shape (n_samples, C_l, h_l, w_l)
-        Local feature maps, one array per layer.
-    global_vectors : list of ndarray, shape (n_samples, G_l)
-        Global vectors, one array per layer (as many layers as ``local_maps``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> feats = ArrayFeatures([np.zeros((4, 2, 3, 3))], [np.zeros((4, 5))])
-    >>> loc, glo = feats.batch([0, 1])
-    >>> tuple(loc[0].shape), tuple(glo[0].shape)
-    ((2, 2, 3, 3), (2, 5))
-    """
-
-    def __init__(self, local_maps: list[np.ndarray], global_vectors: list[np.ndarray]):
-        if len(local_maps) != len(global_vectors) or not local_maps:
-            raise ValueError(
-                f"ArrayFeatures needs as many global arrays as local arrays (at least one), "
-                f"got {len(local_maps)} local and {len(global_vectors)} global."
-            )
-        self._locals = [np.ascontiguousarray(a, dtype=np.float32) for a in local_maps]
-        self._globals = [np.ascontiguousarray(a, dtype=np.float32) for a in global_vectors]
-        n = {len(a) for a in self._locals + self._globals}
-        if len(n) != 1:
-            raise ValueError(f"All feature arrays must have the same number of samples, got {n}.")
-        for a in self._locals:
-            if a.ndim != 4:
-                raise ValueError(f"Local features must be (n, C, h, w), got shape {a.shape}.")
-        for a in self._globals:
-            if a.ndim != 2:
-                raise ValueError(f"Global features must be (n, G), got shape {a.shape}.")
-        self._fingerprint: str | None = None
-
-    @classmethod
-    def from_flat(cls, X: np.ndarray) -> ArrayFeatures:
-        """Wrap flat features ``(n_samples, n_features)`` as one layer.
-
-        The layer is a 1x1 local map with ``n_features`` channels and the same vector as its
-        global feature, so a TopyNet reads the features whatever its retina map.
-        """
-        X = np.asarray(X, dtype=np.float32)
-        return cls([X[:, :, None, None]], [X])
-
-    def __len__(self) -> int:
-        return len(self._locals[0])
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of the arrays (names the run folder of a checkpointed fit)."""
-        if self._fingerprint is None:
-            h = hashlib.blake2b(digest_size=8)
-            for a in self._locals + self._globals:
-                h.update(str(a.shape).encode())
-                h.update(memoryview(a).cast("B"))
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
-
-    @property
-    def local_channels(self) -> list[int]:
-        """Channels of each local map."""
-        return [a.shape[1] for a in self._locals]
-
-    @property
-    def local_shapes(self) -> list[tuple[int, int]]:
-        """Spatial size (h, w) of each local map."""
-        return [tuple(a.shape[2:]) for a in self._locals]
-
-    @property
-    def global_dims(self) -> list[int]:
-        """Size of each global vector."""
-        return [a.shape[1] for a in self._globals]
-
-    def batch(
-        self, indices, device=None, dtype: torch.dtype = torch.float32
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features of the samples ``indices`` as tensors on ``device``."""
-        idx = np.asarray(indices)
-
-        def take(arrays):
-            return [torch.from_numpy(a[idx]).to(device=device, dtype=dtype) for a in arrays]
-
-        return take(self._locals), take(self._globals)
 
 
 def _as_voxel_vector(value, n_voxels: int, name: str) -> np.ndarray | None:

@@ -448,8 +448,8 @@ def fit_model(
         :mod:`afo_encoding.training.checkpoints`). A fit whose run folder exists resumes
         after its last finished epoch; a finished one only rebuilds its soup.
     run_key : str
-        Identifies the features for the run folder's name (e.g. backbone name and stimulus
-        ids) when the feature store has no ``fingerprint``.
+        What else tells this fit apart for the run folder's name (model options that do
+        not change parameter shapes, voxel coordinates...).
     random_state : int | RandomState | None
         Seeds the batch and voxel sampling and the model's training noise.
     verbose : bool | int | str | None

@@ -44,7 +44,9 @@ def iter_predictions(
     Parameters
     ----------
     model : torch.nn.Module
-        Called as ``model(features, subject, voxel_index=...)``.
+        Called as ``model(features, subject, voxel_index=...)``; a model with
+        ``encode_images(features)`` and ``readout(encoded, subject, voxel_index=...)`` (as
+        :class:`~afo_encoding.nn.TopyNet`) encodes each batch once for all voxel chunks.
     features : feature store
         Source of the samples' features.
     subject : int
@@ -75,12 +77,17 @@ def iter_predictions(
     """
     n_cols = n_voxels if voxel_index is None else len(voxel_index)
     full = voxel_index is None and n_cols <= voxel_chunk
+    # a TopyNet runs its shared adapters once per batch, then reads out chunk by chunk
+    split = hasattr(model, "encode_images") and hasattr(model, "readout")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for rows in _chunks(len(sample_index), batch_size):
                 feats = features.batch(sample_index[rows], device=device, dtype=dtype)
+                if split:
+                    with autocast():
+                        encoded = model.encode_images(feats)
                 for cols in _chunks(n_cols, voxel_chunk):
                     if full:
                         index = None
@@ -92,7 +99,10 @@ def iter_predictions(
                         )
                         index = torch.as_tensor(chosen, dtype=torch.long, device=device)
                     with autocast():
-                        pred = model(feats, subject, voxel_index=index)
+                        if split:
+                            pred = model.readout(encoded, subject, voxel_index=index)
+                        else:
+                            pred = model(feats, subject, voxel_index=index)
                     yield rows, cols, pred.float()
     finally:
         model.train(was_training)

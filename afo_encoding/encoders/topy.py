@@ -1,0 +1,739 @@
+"""TopyEncoder: the paper's encoding model as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._logging import logger
+from ._base import (
+    as_flat_features,
+    engine_placement,
+    feature_device,
+    is_multi_subject,
+    row_ids,
+    validation_split,
+)
+
+_HALF = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
+_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16"}
+
+
+def _per_subject(value: Any, n_subjects: int, multi: bool, name: str) -> list:
+    """A fit keyword given once per subject (lists when several subjects)."""
+    if not multi:
+        return [value]
+    if value is None:
+        return [None] * n_subjects
+    if not isinstance(value, (list, tuple)) or len(value) != n_subjects:
+        raise ValueError(
+            f"With {n_subjects} subjects, {name} must be a list of {n_subjects} entries "
+            f"(None for none), got {type(value).__name__}."
+        )
+    return list(value)
+
+
+def _to_kept_voxels(value: Any, space, name: str) -> Any:
+    """Per-voxel values given over the raw voxels are reduced to the kept ones."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.ndim >= 1 and arr.shape[-1] == space.n_raw_voxels != space.n_voxels:
+        arr = arr[..., space.keep]
+    if arr.ndim >= 1 and arr.shape[-1] != space.n_voxels:
+        raise ValueError(
+            f"{name} must have one value per voxel ({space.n_voxels} kept, or "
+            f"{space.n_raw_voxels} before dropping), got shape {arr.shape}."
+        )
+    return arr
+
+
+def _numbers_not_in_an_array(y: Any) -> bool:
+    """Numeric responses given as nested lists, an object array or an array-like."""
+    if isinstance(y, (list, tuple)):
+        return bool(y) and isinstance(y[0], (numbers.Number, list, tuple))
+    if isinstance(y, np.ndarray):
+        return y.dtype == object
+    return hasattr(y, "__array__") and not hasattr(y, "ndim")
+
+
+def _monitor_to_kept(monitor: Any, space) -> Any:
+    """A boolean mask over the raw voxels becomes one over the kept voxels; indices are
+    indices of kept voxels."""
+    if monitor is None or np.asarray(monitor).dtype != bool:
+        return monitor
+    return _to_kept_voxels(monitor, space, "monitor")
+
+
+def _ids_digest(ids: list[str]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for i in ids:
+        h.update(i.encode())
+    return h.hexdigest()
+
+
+class TopyEncoder(RegressorMixin, BaseEstimator):
+    """Encoding model of the paper: frozen backbone + TopyNeck + one linear head per voxel.
+
+    From the images a subject saw, predicts the response of every voxel (fMRI), sensor x
+    time point (MEG/EEG) or neuron. The backbone is frozen and its features are computed
+    once per image (cached, see ``memory``); trainable conv adapters, a RetinaMapper (where
+    in the image each voxel looks), a LayerSelector (which backbone layers it reads) and the
+    per-voxel heads are trained with the paper's recipe (section 4.6) on a
+    :mod:`Lightning Fabric <lightning.fabric>` loop.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="pyramid"
+        Anything :func:`afo_encoding.backbones.get_backbone` takes: ``"pyramid"`` (Gabor
+        pyramid, offline, fast on a CPU), ``"dinov2-base"`` (the paper's), a Hugging Face
+        id, a module.
+    layers : list or None, default=None
+        Backbone layers to read (``None``: the backbone's default).
+    backbone_params : dict or None, default=None
+        More keyword arguments for ``get_backbone`` (e.g. ``{"image_size": 64}``).
+    d_model : int, default=256
+        Width ``D`` of the voxel feature vectors.
+    sigma : float, default=0.01
+        RetinaMapper training noise.
+    entropy_weight : float, default=3e-5
+        Weight of the LayerSelector entropy regulariser (0: NoRegLS).
+    use_global : bool, default=True
+        Global-pool branch (False: the "w/o GlobalPool" ablation).
+    freeze_retina : bool, default=False
+        Every voxel reads the image centre (FrozenRM ablation).
+    uniform_layers : bool, default=False
+        Uniform layer weights (FrozenLS ablation).
+    max_epochs : int, default=200
+        Upper bound on epochs (an epoch is 10% of the training samples).
+    batch_size : int, default=128
+        Images per step (and per process under DDP), mixed across subjects.
+    learning_rate : float, default=3e-3
+        AdaBelief learning rate.
+    weight_decay : float, default=1e-4
+        AdaBelief decoupled weight decay.
+    validation_fraction : float, default=0.1
+        Fraction of the distinct images held out for early stopping, checkpoint choice and
+        the soup (repeats of an image stay together).
+    n_iter_no_change : int, default=20
+        Early-stopping patience in epochs.
+    n_voxels_per_step : int or None, default=8000
+        Voxels drawn per subject and step (``None``: all).
+    top_k : int, default=10
+        Checkpoints kept for the soup.
+    soup : bool, default=True
+        Greedy model soup of the top checkpoints (else the best checkpoint).
+    device : str, default="auto"
+        ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:<k>"``, ``"mps"``.
+    precision : str, default="32-true"
+        Fabric precision: ``"bf16-mixed"`` (CPU or GPU), ``"16-mixed"`` (GPU), ...
+    devices : int, str or list, default=1
+        Devices per node for training (DDP when more than one).
+    strategy : str, default="auto"
+        Fabric strategy: ``"ddp"`` in a script launched by torchrun / SLURM, ``"ddp_spawn"``
+        from Python (notebooks, tests).
+    num_nodes : int, default=1
+        Machines for training.
+    memory : str, Path, joblib.Memory or None, default=None
+        Disk cache of the backbone features (nilearn's convention). Features are cached in
+        RAM for the process in any case.
+    checkpoint_dir : str, Path or None, default=None
+        Where the top checkpoints and the resume state go; refitting the same data with the
+        same parameters after an interruption resumes after the last finished epoch.
+    random_state : int, RandomState or None, default=None
+        Seeds the initial weights, the validation split, the batches and the training
+        noise. With ``None`` the validation split is still fixed per data set (drawn from
+        the images' ids), so an interrupted unseeded fit can resume.
+    verbose : bool, int or str, default=0
+        Progress bars (epochs, feature extraction) when 1 or more.
+
+    Attributes
+    ----------
+    model_ : afo_encoding.nn.TopyNet
+        The trained network (on the CPU).
+    backbone_ : Backbone or None
+        The frozen backbone; ``None`` when fitted on precomputed features.
+    space_ : ResponseSpace or list
+        Where the voxels live (see :func:`afo_encoding.as_responses`); one per subject when
+        fitted on several.
+    coef_ : ndarray of shape (n_voxels, d_model) or list
+        Head weights: ``y_v = m_v @ coef_[v] + intercept_[v]`` where ``m_v`` is voxel
+        ``v``'s D-vector.
+    intercept_ : ndarray of shape (n_voxels,) or list
+        Head biases.
+    retina_map_ : ndarray of shape (n_voxels, 2) or list
+        Where each voxel reads the image, ``(x, y)`` in ``[-1, 1]`` (x right, y down;
+        ``grid_sample`` convention).
+    layer_weights_ : ndarray of shape (n_voxels, n_layers) or list
+        LayerSelector weights (rows sum to 1).
+    validation_scores_ : ndarray of shape (n_voxels,) or list
+        Pearson r of every voxel on the validation images, for the final weights.
+    history_ : dict
+        Per epoch: ``epoch``, ``train_loss``, ``val_score``, ``val_score_subjects``,
+        ``seconds``; then ``best_epoch``, ``best_score``, ``soup_epochs``,
+        ``final_score``, ``stopped_early`` (see :class:`afo_encoding.training.FitResult`).
+    n_iter_ : int
+        Epochs run.
+    n_subjects_ : int
+        Number of subjects.
+    n_features_in_ : int
+        Number of features, only when fitted on precomputed features.
+
+    Notes
+    -----
+    ``X`` is images (anything :func:`afo_encoding.stimuli.as_stimuli` takes) or
+    precomputed features: a 2D numeric array ``(n_samples, n_features)`` is read as flat
+    features (one layer: a 1x1 map and a global vector), which is how scikit-learn's
+    estimator checks see this estimator. ``y`` is anything
+    :func:`afo_encoding.as_responses` takes (array, Niimg, SurfaceImage, Epochs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from afo_encoding import TopyEncoder
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    >>> y = rng.normal(size=(40, 5))
+    >>> enc = TopyEncoder(backbone_params={"image_size": 32, "n_scales": 2}, d_model=8,
+    ...                   max_epochs=2, device="cpu", random_state=0)
+    >>> enc.fit(images, y, coords=rng.normal(size=(5, 3))).predict(images).shape
+    (40, 5)
+    """
+
+    def __init__(
+        self,
+        backbone: Any = "pyramid",
+        layers: list | None = None,
+        backbone_params: dict | None = None,
+        d_model: int = 256,
+        sigma: float = 0.01,
+        entropy_weight: float = 3e-5,
+        use_global: bool = True,
+        freeze_retina: bool = False,
+        uniform_layers: bool = False,
+        max_epochs: int = 200,
+        batch_size: int = 128,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 20,
+        n_voxels_per_step: int | None = 8000,
+        top_k: int = 10,
+        soup: bool = True,
+        device: str = "auto",
+        precision: str = "32-true",
+        devices: Any = 1,
+        strategy: str = "auto",
+        num_nodes: int = 1,
+        memory: Any = None,
+        checkpoint_dir: str | Path | None = None,
+        random_state: Any = None,
+        verbose: Any = 0,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.backbone_params = backbone_params
+        self.d_model = d_model
+        self.sigma = sigma
+        self.entropy_weight = entropy_weight
+        self.use_global = use_global
+        self.freeze_retina = freeze_retina
+        self.uniform_layers = uniform_layers
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.n_voxels_per_step = n_voxels_per_step
+        self.top_k = top_k
+        self.soup = soup
+        self.device = device
+        self.precision = precision
+        self.devices = devices
+        self.strategy = strategy
+        self.num_nodes = num_nodes
+        self.memory = memory
+        self.checkpoint_dir = checkpoint_dir
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------- inputs
+
+    def _make_backbone(self):
+        from ..backbones import get_backbone
+
+        kwargs = dict(self.backbone_params or {})
+        if self.layers is not None:
+            kwargs["layers"] = self.layers
+        return get_backbone(self.backbone, **kwargs)
+
+    def _image_features(self, backbone, X):
+        from ..backbones import extract_features
+
+        store = extract_features(
+            backbone,
+            X,
+            memory=self.memory,
+            device=feature_device(self.device),
+            autocast=_AUTOCAST.get(self.precision),
+            verbose=self.verbose,
+        )
+        backbone.to("cpu")
+        return store
+
+    def _fit_features(self, Xs: list) -> tuple[list, list[str]]:
+        """Feature stores of every subject and their ids; sets ``backbone_`` and
+        ``n_features_in_``."""
+        from ..backbones import FeatureStore
+
+        flats = [as_flat_features(X) for X in Xs]
+        if any(f is not None for f in flats):
+            if any(f is None for f in flats):
+                raise ValueError(
+                    "Give either images or precomputed 2D features for every subject, not a "
+                    "mix of both."
+                )
+            arrays = [validate_data(self, f, reset=True, dtype=np.float32) for f in flats]
+            if len({a.shape[1] for a in arrays}) > 1:
+                raise ValueError(
+                    f"All subjects' features must have the same number of columns, got "
+                    f"{[a.shape[1] for a in arrays]}."
+                )
+            self.backbone_ = None
+            stores = [
+                FeatureStore.from_arrays(
+                    [a[:, :, None, None]], [a], ids=row_ids(a), name="features"
+                )
+                for a in arrays
+            ]
+            return stores, [s.ids for s in stores]
+        if hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        backbone = self._make_backbone()
+        stores = [
+            X if isinstance(X, FeatureStore) else self._image_features(backbone, X) for X in Xs
+        ]
+        self.backbone_ = backbone
+        return stores, [s.ids for s in stores]
+
+    def _predict_features(self, X):
+        from ..backbones import FeatureStore
+
+        if isinstance(X, FeatureStore):
+            return X
+        if self.backbone_ is None:
+            a = validate_data(self, X, reset=False, dtype=np.float32)
+            return FeatureStore.from_arrays([a[:, :, None, None]], [a], name="features")
+        return self._image_features(self.backbone_, X)
+
+    def _check_params(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}."
+            )
+        for name in ("d_model",):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.sigma < 0 or self.entropy_weight < 0:
+            raise ValueError(
+                f"sigma and entropy_weight must be >= 0, got {self.sigma!r} and "
+                f"{self.entropy_weight!r}."
+            )
+
+    # ---------------------------------------------------------------------------- fit
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        coords: Any = None,
+        loss_weight: Any = None,
+        soft_targets: Any = None,
+        soft_weight: Any = None,
+        monitor: Any = None,
+        callbacks: Any = (),
+    ) -> TopyEncoder:
+        """Fit the model on images ``X`` and responses ``y``.
+
+        Parameters
+        ----------
+        X : images, 2D features, FeatureStore, or a list of them (one per subject)
+            See the class notes.
+        y : array-like, Niimg, SurfaceImage, Epochs, or a list of them (one per subject)
+            Responses, one row (volume, epoch) per image of ``X``.
+        coords : array-like of shape (n_voxels, d), or a list, optional
+            Voxel positions for array responses (containers bring their own).
+        loss_weight : float or array of shape (n_voxels,), or a list, optional
+            Weight of each voxel's ground-truth loss (0 masks it; All-for-One hook).
+        soft_targets : array of shape (n_samples, n_voxels), or a list, optional
+            Teacher predictions ("dark knowledge") for the same samples.
+        soft_weight : float or array of shape (n_voxels,), or a list, optional
+            Weight of each voxel's soft-target loss; required with ``soft_targets``.
+        monitor : array of int or bool, or a list, optional
+            Voxels whose validation score drives early stopping, checkpoint choice and the
+            soup (default: all).
+        callbacks : sequence of callable
+            Called after every epoch (see :func:`afo_encoding.training.fit_model`).
+
+        Per-voxel arguments may cover the kept voxels or all voxels before dropping.
+
+        Returns
+        -------
+        self : TopyEncoder
+            Fitted.
+        """
+        from ..nn import TopyNet
+        from ..responses import as_responses, check_n_samples
+        from ..training import EngineConfig, SubjectData, TrainingConfig, fit_model
+
+        self._check_params()
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        multi = is_multi_subject(X, y)
+        Xs, ys = (list(X), list(y)) if multi else ([X], [y])
+        n_subjects = len(Xs)
+        hooks = {
+            name: _per_subject(value, n_subjects, multi, name)
+            for name, value in (
+                ("coords", coords),
+                ("loss_weight", loss_weight),
+                ("soft_targets", soft_targets),
+                ("soft_weight", soft_weight),
+                ("monitor", monitor),
+            )
+        }
+        stores, ids = self._fit_features(Xs)
+        for store in stores:
+            if len(store) < 3:
+                raise ValueError(
+                    f"Fitting needs at least 3 samples (training + 2 for validation), got "
+                    f"n_samples={len(store)}."
+                )
+        Ys, spaces, one_d = [], [], []
+        for s, y_s in enumerate(ys):
+            if _numbers_not_in_an_array(y_s):
+                y_s = np.asarray(y_s, dtype=np.float64)
+            one_d.append(getattr(y_s, "ndim", None) == 1)
+            Y, space = as_responses(y_s, coords=hooks["coords"][s])
+            check_n_samples(len(stores[s]), Y)
+            Ys.append(Y)
+            spaces.append(space)
+
+        rng = check_random_state(self.random_state)
+        seeded = self.random_state is not None
+        model_seed = int(rng.randint(np.iinfo(np.int32).max))
+        split_seeds = [
+            int(rng.randint(np.iinfo(np.int32).max)) if seeded else int(_ids_digest(i)[:8], 16)
+            for i in ids
+        ]
+        fit_seed = int(rng.randint(np.iinfo(np.int32).max)) if seeded else None
+        subjects = []
+        for s in range(n_subjects):
+            train, val = validation_split(ids[s], self.validation_fraction, split_seeds[s])
+            space = spaces[s]
+            subjects.append(
+                SubjectData(
+                    stores[s],
+                    Ys[s],
+                    train,
+                    val,
+                    loss_weight=_to_kept_voxels(hooks["loss_weight"][s], space, "loss_weight"),
+                    soft_targets=_to_kept_voxels(hooks["soft_targets"][s], space, "soft_targets"),
+                    soft_weight=_to_kept_voxels(hooks["soft_weight"][s], space, "soft_weight"),
+                    monitor=_monitor_to_kept(hooks["monitor"][s], space),
+                )
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(model_seed)
+            model = TopyNet(
+                stores[0].local_channels,
+                stores[0].global_dims,
+                [space.coords for space in spaces],
+                d_model=self.d_model,
+                sigma=self.sigma,
+                entropy_weight=self.entropy_weight,
+                use_global=self.use_global,
+                freeze_retina=self.freeze_retina,
+                uniform_layers=self.uniform_layers,
+            )
+        config = TrainingConfig(
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            n_voxels_per_step=self.n_voxels_per_step,
+            n_iter_no_change=self.n_iter_no_change,
+            top_k=self.top_k,
+            soup=self.soup,
+        )
+        accelerator, devices = engine_placement(self.device)
+        engine = EngineConfig(
+            accelerator=accelerator,
+            devices=self.devices if devices is None else devices,
+            precision=self.precision,
+            strategy=self.strategy,
+            num_nodes=self.num_nodes,
+        )
+        run_key = json.dumps(
+            {
+                "model": {k: v for k, v in model.config.items() if k != "coords"},
+                "coords": [
+                    hashlib.blake2b(space.coords.tobytes(), digest_size=8).hexdigest()
+                    for space in spaces
+                ],
+            },
+            sort_keys=True,
+        )
+        result = fit_model(
+            model,
+            subjects,
+            config,
+            engine,
+            checkpoint_dir=self.checkpoint_dir,
+            run_key=run_key,
+            random_state=fit_seed,
+            verbose=self.verbose,
+            callbacks=callbacks,
+        )
+        self.model_ = model.cpu().eval()
+        self.n_subjects_ = n_subjects
+        self._listed = multi
+        self._one_d = one_d
+        self.history_ = result.history
+        self.n_iter_ = len(result.history["epoch"])
+        self._set_fitted_arrays(spaces, result.per_voxel_scores)
+        logger.info(
+            "TopyEncoder fitted: %d epochs, validation r %.4f.",
+            self.n_iter_,
+            result.history["final_score"],
+        )
+        return self
+
+    def _set_fitted_arrays(self, spaces, validation_scores) -> None:
+        """Fitted attributes read from ``model_`` (per subject)."""
+        model = self.model_
+        d = model.d_model
+        per = {
+            "space_": spaces,
+            "coef_": [h.weight.detach().numpy() / d for h in model.heads],
+            "intercept_": [h.bias.detach().numpy().copy() for h in model.heads],
+            "retina_map_": [model.retina_map(s).numpy() for s in range(self.n_subjects_)],
+            "layer_weights_": [model.layer_weights(s).numpy() for s in range(self.n_subjects_)],
+            "validation_scores_": [np.asarray(v) for v in validation_scores],
+        }
+        for name, values in per.items():
+            setattr(self, name, values if self._listed else values[0])
+
+    # ------------------------------------------------------------------------ predict
+
+    def _subject(self, subject: int) -> int:
+        if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)):
+            raise TypeError(f"subject must be an int, got {type(subject).__name__}.")
+        if not 0 <= subject < self.n_subjects_:
+            raise ValueError(
+                f"subject must be in [0, {self.n_subjects_}): this encoder was fitted on "
+                f"{self.n_subjects_} subject(s), got subject={subject}."
+            )
+        return int(subject)
+
+    def _space(self, subject: int):
+        return self.space_[subject] if self._listed else self.space_
+
+    def predict(self, X: Any, subject: int = 0) -> np.ndarray:
+        """Predict the responses to images ``X``.
+
+        Parameters
+        ----------
+        X : images, 2D features or FeatureStore
+            As in :meth:`fit` (one subject's images).
+        subject : int, default=0
+            Which subject's voxels.
+
+        Returns
+        -------
+        Y : ndarray of float32, shape (n_samples, n_voxels)
+            One column per kept voxel (``inverse_transform`` gives the container back);
+            1D when the encoder was fitted on a 1D ``y``. Computed in chunks of samples and
+            voxels, so the working memory beyond ``Y`` stays flat with the voxel count.
+        """
+        from ..training import EngineConfig, predict_array
+
+        check_is_fitted(self, "model_")
+        s = self._subject(subject)
+        store = self._predict_features(X)
+        accelerator, devices = engine_placement(self.device)
+        fabric = EngineConfig(
+            accelerator=accelerator, devices=devices or 1, precision=self.precision
+        ).fabric()
+        dtype = _HALF.get(self.precision, torch.float32)
+        model = self.model_
+        if fabric.device.type != "cpu" or dtype != torch.float32:
+            model = copy.deepcopy(model).to(device=fabric.device, dtype=dtype)
+        Y = predict_array(
+            model,
+            store,
+            s,
+            np.arange(len(store)),
+            self.model_.n_voxels[s],
+            batch_size=self.batch_size,
+            device=fabric.device,
+            autocast=fabric.autocast,
+            dtype=dtype,
+        )
+        return Y[:, 0] if self._one_d[s] else Y
+
+    def score(self, X: Any, y: Any, subject: int = 0) -> float:
+        """Mean voxel Pearson r between ``predict(X, subject)`` and ``y``.
+
+        Parameters
+        ----------
+        X : images, 2D features or FeatureStore
+            Test inputs.
+        y : array-like or the container ``y`` came in at fit time
+            Measured responses; containers are read with ``space_.transform``.
+        subject : int, default=0
+            Which subject.
+
+        Returns
+        -------
+        score : float
+            Mean over voxels of :func:`afo_encoding.metrics.pearson_r` (the field's metric;
+            not scikit-learn's R^2).
+        """
+        from ..metrics import pearson_r
+
+        pred = self.predict(X, subject=subject)
+        space = self._space(subject)
+        if isinstance(y, (list, tuple)) and y and isinstance(y[0], (numbers.Number, list)):
+            y = np.asarray(y)
+        if isinstance(y, np.ndarray) and y.shape[1:] == pred.shape[1:]:
+            Y = y  # already the kept voxels
+        else:
+            Y = space.transform(y)
+            pred = pred.reshape(len(pred), -1)
+        return float(np.mean(pearson_r(Y, pred)))
+
+    def inverse_transform(self, Y: Any, subject: int = 0) -> Any:
+        """Give predictions (or any per-voxel values) back in the container ``y`` came in.
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_samples, n_voxels) or (n_voxels,)
+            E.g. ``predict(X)``, or ``validation_scores_`` to map scores on the brain.
+        subject : int, default=0
+            Which subject's space.
+
+        Returns
+        -------
+        container
+            Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
+        """
+        check_is_fitted(self, "model_")
+        return self._space(self._subject(subject)).inverse_transform(Y)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted encoder to one safetensors file (weights + JSON metadata).
+
+        See :func:`afo_encoding.io.save`.
+        """
+        from ..io import save
+
+        return save(self, path)
+
+    def _save_state(self) -> tuple[dict, dict]:
+        """Tensors and JSON metadata for :func:`afo_encoding.io.save`."""
+        from ..io import params_to_json
+
+        check_is_fitted(self, "model_")
+        tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
+        config = dict(self.model_.config)
+        for s, c in enumerate(config.pop("coords")):
+            tensors[f"coords.{s}"] = c
+        spaces = self.space_ if self._listed else [self.space_]
+        scores = self.validation_scores_ if self._listed else [self.validation_scores_]
+        space_meta = []
+        for s, (space, score) in enumerate(zip(spaces, scores)):
+            tensors[f"validation_scores.{s}"] = score
+            values = {}
+            for key, value in space.to_dict().items():
+                if isinstance(value, np.ndarray):
+                    tensors[f"space.{s}.{key}"] = value
+                else:
+                    values[key] = value
+            space_meta.append(values)
+        meta = {
+            "params": params_to_json(self),
+            "model_config": config,
+            "spaces": space_meta,
+            "history": self.history_,
+            "fitted": {
+                "n_subjects": self.n_subjects_,
+                "n_iter": self.n_iter_,
+                "listed": self._listed,
+                "one_d": self._one_d,
+                "n_features_in": getattr(self, "n_features_in_", None),
+                "has_backbone": self.backbone_ is not None,
+            },
+        }
+        return tensors, meta
+
+    @classmethod
+    def _from_saved_state(cls, tensors: dict, meta: dict) -> TopyEncoder:
+        """Rebuild a fitted encoder from what :meth:`_save_state` wrote."""
+        from ..nn import TopyNet
+        from ..responses import space_from_dict
+
+        est = cls(**meta["params"])
+        fitted = meta["fitted"]
+        n = fitted["n_subjects"]
+        coords = [tensors[f"coords.{s}"].numpy() for s in range(n)]
+        with torch.random.fork_rng(devices=[]):
+            model = TopyNet(coords=coords, **meta["model_config"])
+        model.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        spaces = []
+        for s in range(n):
+            state = dict(meta["spaces"][s])
+            prefix = f"space.{s}."
+            state.update(
+                {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
+            )
+            spaces.append(space_from_dict(state))
+        est.model_ = model.eval()
+        est.backbone_ = est._make_backbone() if fitted["has_backbone"] else None
+        if fitted["n_features_in"] is not None:
+            est.n_features_in_ = fitted["n_features_in"]
+        est.n_subjects_ = n
+        est.n_iter_ = fitted["n_iter"]
+        est.history_ = meta["history"]
+        est._listed = fitted["listed"]
+        est._one_d = fitted["one_d"]
+        est._set_fitted_arrays(
+            spaces, [tensors[f"validation_scores.{s}"].numpy() for s in range(n)]
+        )
+        return est
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        # the estimator checks' data sets are tiny and their fits a few epochs long
+        tags.regressor_tags.poor_score = True
+        return tags

@@ -1,0 +1,334 @@
+"""TopyEncoder as a scikit-learn estimator: fit/predict/score, subjects, containers, hooks.
+
+Most tests fit on tiny data (a few dozen images of 32 px, 2 pyramid scales, D = 8, a few
+epochs) or on 2D feature arrays; the scientific claims are tested on the simulator in
+``test_topy_encoder_science.py``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from afo_encoding.backbones import FeatureStore, clear_feature_cache
+from afo_encoding.backbones.pyramid import PyramidBackbone
+from afo_encoding.encoders.topy import TopyEncoder
+from afo_encoding.metrics import pearson_r, pearson_scorer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # several torch threads on a shared 2-core machine spin against each other
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+TINY = {"d_model": 8, "max_epochs": 3, "n_iter_no_change": 3, "top_k": 2, "device": "cpu"}
+IMAGES = {"backbone_params": {"image_size": 32, "n_scales": 2}}
+
+
+def linear_problem(n=120, n_features=6, n_voxels=5, noise=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_features))
+    y = X @ rng.standard_normal((n_features, n_voxels)) + noise * rng.standard_normal(
+        (n, n_voxels)
+    )
+    coords = rng.standard_normal((n_voxels, 3))
+    return X, y, coords
+
+
+def image_problem(n=48, n_voxels=6, seed=0):
+    """Voxels that respond to the mean luminance of one image quadrant each."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    gray = images.mean(-1)
+    quads = np.stack(
+        [gray[:, :16, :16], gray[:, :16, 16:], gray[:, 16:, :16], gray[:, 16:, 16:]], 1
+    ).mean((2, 3))
+    y = quads[:, np.arange(n_voxels) % 4] + rng.standard_normal((n, n_voxels))
+    coords = rng.standard_normal((n_voxels, 3))
+    return images, y.astype(np.float32), coords
+
+
+# ------------------------------------------------------------- scikit-learn's checks
+
+EXPECTED_FAILURES = {
+    "check_regressor_multioutput": (
+        "predictions are float32, the precision the network computes in: float64 would "
+        "double the memory of a prediction over 400,000 voxels for no gain"
+    ),
+    "check_methods_sample_order_invariance": (
+        "float32 convolutions give results that differ in the last bits (~1e-8) with the "
+        "composition of a batch, above the check's atol of 1e-9"
+    ),
+    "check_methods_subset_invariance": (
+        "same as check_methods_sample_order_invariance: batch-dependent float32 rounding"
+    ),
+}
+
+
+@parametrize_with_checks(
+    [TopyEncoder(**{**TINY, "max_epochs": 2, "d_model": 4}, random_state=0)],
+    expected_failed_checks=lambda est: EXPECTED_FAILURES,
+)
+def test_scikit_learn_estimator_checks(estimator, check):
+    # X in these checks is a 2D float array: TopyEncoder reads it as precomputed flat
+    # features (one layer, a 1x1 map plus a global vector), see encoders/_base.py
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # grid coords for plain arrays
+        check(estimator)
+
+
+# ------------------------------------------------------------------ fit / predict
+
+
+def test_fit_predict_score_on_features():
+    X, y, coords = linear_problem()
+    enc = TopyEncoder(**{**TINY, "max_epochs": 15, "d_model": 16}, random_state=0)
+    assert enc.fit(X[:100], y[:100], coords=coords) is enc
+    pred = enc.predict(X[100:])
+    assert pred.shape == (20, 5)
+    assert pred.dtype == np.float32
+    score = enc.score(X[100:], y[100:])
+    assert score == pytest.approx(np.mean(pearson_r(y[100:], pred)), abs=1e-6)
+    assert score > 0.5
+    assert enc.n_features_in_ == 6
+    assert enc.coef_.shape == (5, 16)
+    assert enc.intercept_.shape == (5,)
+    assert enc.retina_map_.shape == (5, 2)
+    assert np.all(np.abs(enc.retina_map_) <= 1)
+    assert enc.layer_weights_.shape == (5, 1)
+    assert enc.validation_scores_.shape == (5,)
+    assert enc.n_iter_ == len(enc.history_["val_score"]) <= 15
+    assert enc.history_["final_score"] == pytest.approx(enc.validation_scores_.mean(), abs=1e-5)
+
+
+def test_coef_and_intercept_are_the_heads():
+    X, y, coords = linear_problem()
+    enc = TopyEncoder(**TINY, random_state=0).fit(X, y, coords=coords)
+    head = enc.model_.heads[0]
+    np.testing.assert_allclose(enc.coef_ * enc.model_.d_model, head.weight.detach().numpy())
+    np.testing.assert_allclose(enc.intercept_, head.bias.detach().numpy())
+
+
+def test_fit_and_predict_on_images_use_the_feature_cache(monkeypatch):
+    images, y, coords = image_problem()
+    clear_feature_cache()
+    seen = []
+    forward = PyramidBackbone.forward
+
+    def counting(self, x):
+        seen.append(len(x))
+        return forward(self, x)
+
+    monkeypatch.setattr(PyramidBackbone, "forward", counting)
+    enc = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    assert sum(seen) == len(images)  # every image once for the whole fit
+    pred = enc.predict(images[:10])
+    assert sum(seen) == len(images)  # and not again to predict them
+    assert pred.shape == (10, 6)
+    assert enc.layer_weights_.shape == (6, 2)
+    np.testing.assert_allclose(enc.layer_weights_.sum(1), 1, rtol=1e-5)
+    assert enc.backbone_ is not None
+
+
+def test_predict_is_chunked_over_voxels_with_the_same_result(monkeypatch):
+    from afo_encoding.training import predict_array
+
+    X, y, coords = linear_problem(n_voxels=7)
+    enc = TopyEncoder(**TINY, random_state=0).fit(X, y, coords=coords)
+    whole = enc.predict(X)
+    calls = []
+    readout = type(enc.model_).readout
+
+    def spy(self, encoded, subject, voxel_index=None, **kw):
+        calls.append(None if voxel_index is None else len(voxel_index))
+        return readout(self, encoded, subject, voxel_index, **kw)
+
+    monkeypatch.setattr(type(enc.model_), "readout", spy)
+    store = FeatureStore.from_arrays([X[:, :, None, None]], [X])
+    chunked = predict_array(
+        enc.model_, store, 0, np.arange(len(X)), 7, batch_size=50, voxel_chunk=3
+    )
+    assert calls == [3, 3, 1] * 3
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_one_dimensional_y_gives_one_dimensional_predictions():
+    X, y, coords = linear_problem(n_voxels=1)
+    enc = TopyEncoder(**TINY, random_state=0).fit(X, y[:, 0], coords=coords)
+    assert enc.predict(X).shape == (120,)
+    assert np.isfinite(enc.score(X, y[:, 0]))
+
+
+def test_same_seed_same_model_and_clone_is_unfitted():
+    X, y, coords = linear_problem()
+    a = TopyEncoder(**TINY, random_state=3).fit(X, y, coords=coords)
+    b = TopyEncoder(**TINY, random_state=3).fit(X, y, coords=coords)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    c = clone(a)
+    assert not hasattr(c, "model_")
+    assert c.get_params() == a.get_params()
+
+
+def test_several_subjects():
+    X0, y0, c0 = linear_problem(seed=0, n_voxels=5)
+    X1, y1, c1 = linear_problem(seed=1, n_voxels=3, n=80)
+    enc = TopyEncoder(**{**TINY, "max_epochs": 10}, random_state=0)
+    enc.fit([X0, X1], [y0, y1], coords=[c0, c1])
+    assert enc.n_subjects_ == 2
+    assert enc.predict(X1, subject=1).shape == (80, 3)
+    assert enc.predict(X0).shape == (120, 5)  # subject 0 by default
+    assert [c.shape for c in enc.coef_] == [(5, 8), (3, 8)]
+    assert [m.shape for m in enc.retina_map_] == [(5, 2), (3, 2)]
+    assert len(enc.space_) == 2
+    assert len(enc.history_["val_score_subjects"][-1]) == 2
+    assert enc.score(X1, y1, subject=1) > 0.3
+    with pytest.raises(ValueError, match="subject must be in"):
+        enc.predict(X0, subject=2)
+    with pytest.raises(ValueError, match="list of 2 entries"):
+        enc.fit([X0, X1], [y0, y1], coords=c0)
+
+
+def test_niimg_responses_round_trip_through_the_container():
+    from afo_encoding.simulation import make_retinotopic_dataset
+
+    data = make_retinotopic_dataset(n_images=40, n_voxels=60, image_size=32, random_state=0)
+    enc = TopyEncoder(**TINY, **IMAGES, random_state=0)
+    enc.fit(data.images, data.responses)
+    assert enc.space_.modality == "fmri"
+    assert enc.space_.n_voxels == 60
+    pred = enc.predict(data.images)
+    img = enc.inverse_transform(pred)
+    assert img.shape[-1] == 40
+    assert img.shape[:3] == data.mask.shape
+    # score reads the container through the fitted space
+    assert enc.score(data.images, data.responses) == pytest.approx(
+        np.mean(pearson_r(data.Y, pred)), abs=1e-5
+    )
+
+
+def test_epochs_responses_fit_and_score():
+    from afo_encoding.simulation import make_retinotopic_dataset
+
+    data = make_retinotopic_dataset(
+        n_images=40, n_voxels=60, image_size=32, modality="eeg", random_state=0
+    )
+    enc = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(data.images, data.responses)
+    assert enc.space_.coords.shape[1] == 4
+    out = enc.inverse_transform(enc.predict(data.images[:5]))
+    assert type(out).__name__ == "EpochsArray"
+    assert len(out) == 5
+
+
+def test_afo_hooks_pass_through_fit():
+    X, y, coords = linear_problem(n_voxels=6)
+    rng = np.random.default_rng(1)
+    y[:, 3:] = rng.standard_normal((120, 3))  # voxels 3-5: noise as ground truth
+    teacher = np.zeros_like(y)
+    teacher[:, 3:] = X[:, :3]  # ... but a teacher knows them
+    weight = np.array([1, 1, 1, 0, 0, 0], float)
+    enc = TopyEncoder(**{**TINY, "max_epochs": 12}, random_state=0)
+    enc.fit(
+        X,
+        y,
+        coords=coords,
+        loss_weight=weight,
+        soft_targets=teacher,
+        soft_weight=1 - weight,
+        monitor=np.arange(3),
+    )
+    pred = enc.predict(X)
+    assert np.mean(pearson_r(X[:, :3], pred[:, 3:])) > 0.5  # learnt from the teacher
+    assert enc.validation_scores_.shape == (3,)  # only the monitored voxels
+    with pytest.raises(ValueError, match="soft_targets is missing"):
+        enc.fit(X, y, coords=coords, soft_weight=1.0)
+    with pytest.raises(ValueError, match="one value per voxel"):
+        enc.fit(X, y, coords=coords, soft_targets=teacher[:, :4], soft_weight=1.0)
+    with pytest.raises(ValueError, match="shape of the targets"):
+        enc.fit(X, y, coords=coords, soft_targets=teacher[:100], soft_weight=1.0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_gets_clear_errors():
+    X, y, coords = linear_problem()
+    enc = TopyEncoder(**TINY, random_state=0)
+    with pytest.raises(ValueError, match="120 images but 100 samples"):
+        enc.fit(X, y[:100], coords=coords)
+    with pytest.raises(ValueError, match="n_samples=2"):
+        enc.fit(X[:2], y[:2], coords=coords)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TopyEncoder(validation_fraction=1.0).fit(X, y, coords=coords)
+    with pytest.raises(ValueError, match="requires y"):
+        enc.fit(X, None)
+    enc.fit(X, y, coords=coords)
+    with pytest.raises(ValueError, match="6 features"):
+        enc.predict(X[:, :4])
+    with pytest.raises(TypeError, match="subject must be an int"):
+        enc.predict(X, subject="0")
+
+
+# ------------------------------------------------------ scikit-learn machinery
+
+
+def test_pipeline_cross_val_score_and_grid_search():
+    X, y, coords = linear_problem(n=90)
+    base = TopyEncoder(**{**TINY, "max_epochs": 4}, random_state=0)
+    pipe = make_pipeline(StandardScaler(), base)
+    pipe.fit(X, y, topyencoder__coords=coords)
+    assert pipe.predict(X).shape == (90, 5)
+
+    scores = cross_val_score(
+        base, X, y, cv=KFold(3), scoring=pearson_scorer, params={"coords": coords}
+    )
+    assert scores.shape == (3,)
+    assert np.all(scores > 0)
+
+    grid = GridSearchCV(
+        base,
+        {"d_model": [4, 8], "learning_rate": [1e-3, 1e-2]},
+        cv=KFold(2),
+        scoring=pearson_scorer,
+    )
+    grid.fit(X, y, coords=coords)
+    assert set(grid.best_params_) == {"d_model", "learning_rate"}
+    assert len(grid.cv_results_["mean_test_score"]) == 4
+
+
+def test_pickle_round_trip():
+    images, y, coords = image_problem()
+    enc = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    back = pickle.loads(pickle.dumps(enc))
+    np.testing.assert_array_equal(back.predict(images[:8]), enc.predict(images[:8]))
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_model(tmp_path):
+    X, y, coords = linear_problem()
+    params = {**TINY, "max_epochs": 6}
+    straight = TopyEncoder(**params, random_state=0).fit(X, y, coords=coords)
+
+    def interrupt(info):
+        if info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    enc = TopyEncoder(**params, random_state=0, checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        enc.fit(X, y, coords=coords, callbacks=[interrupt])
+    epochs = []
+    enc.fit(X, y, coords=coords, callbacks=[lambda info: epochs.append(info["epoch"])])
+    assert epochs == [3, 4, 5, 6]
+    assert enc.history_["val_score"] == straight.history_["val_score"]
+    np.testing.assert_array_equal(enc.predict(X), straight.predict(X))
