@@ -264,8 +264,8 @@ def split_half_reliability(
     Parameters
     ----------
     repeats : array-like, shape (n_images, n_repeats, n_voxels)
-        Single trials, ``n_repeats >= 2``; with an odd count the extra trial of each split
-        is left out (the Spearman-Brown step-up then uses the half size actually used).
+        Single trials (no NaN), ``n_repeats >= 2``; with an odd count the extra trial of
+        each split is left out (the Spearman-Brown step-up then uses the half size actually used).
     n_splits : int
         Number of random splits averaged.
     spearman_brown : bool

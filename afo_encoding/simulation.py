@@ -123,7 +123,10 @@ def make_retinotopic_dataset(
       hemispheres; the two parts share the variance (30-70 %).
 
     The noiseless ``signal`` of a voxel is its features times its weights, z-scored
-    over the images (sd exactly 1 in this sample).
+    over the images (sd exactly 1 in this sample). The three scales are the first three
+    layers of ``get_backbone("pyramid", image_size=image_size)`` (wavelength 4 pixels at
+    pyramid level ``s``); a pyramid built for another input size sees them between its
+    layers. Below 64 pixels, the finest scale nears the Nyquist limit.
 
     **Noise (fMRI).** Single trials are ``ncsnr * signal + N(0, 1)``, independent over
     voxels and trials, so the planted noise-ceiling SNR of a voxel is ``ncsnr``:
