@@ -1,0 +1,147 @@
+"""Retrieval scoring: afo_encoding.decoding.score_candidates against numpy.corrcoef.
+
+Decoding by retrieval needs the Pearson r of every measured pattern (query) with every
+predicted candidate pattern. The obvious numpy code stacks both sets and calls
+``numpy.corrcoef``, which computes the whole (queries + candidates)^2 matrix in float64
+and holds a float64 copy of everything. ``score_candidates`` computes only the
+queries x candidates block, as chunked products of row-standardised blocks.
+
+For each shape the script checks that both give the same numbers, then times them
+interleaved (ours float32, ours float64, corrcoef, repeated) so that load from other
+processes on a shared CPU hits all of them alike, and prints the median times and the
+median of the per-repeat ratios. Last, the peak memory allocated during the call beyond
+the inputs and the output (tracemalloc, which sees numpy's allocations), for several
+chunk sizes: it grows with the chunk size, not with the numbers of queries and
+candidates.
+
+Both contenders run with the same number of BLAS threads (``--threads``, default 1).
+
+Why the square case cannot reach large ratios: ``numpy.corrcoef`` multiplies the stacked
+matrix by itself with a symmetric rank-k update (half the products), so its work for
+``n`` queries and ``n`` candidates is only twice ours; float32 doubles the rate of the
+product again, so about 4x is the ceiling there, less the cost of standardising. With few
+queries and many candidates, the usual retrieval setting, corrcoef spends almost all its
+time on candidate x candidate correlations nobody asked for.
+
+Run: ``python benchmarks/bench_retrieval.py`` (a few minutes on 2 cores). For the size of
+the design claim (10,000 x 10,000 x 50,000, 4 GB of inputs; numpy.corrcoef would need
+another 11 GB): ``python benchmarks/bench_retrieval.py --shape 10000 10000 50000
+--repeats 1 --skip-corrcoef``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from afo_encoding.decoding import score_candidates
+
+
+def corrcoef_scores(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The peer: numpy.corrcoef on the stacked matrix, cut to the queries x candidates block."""
+    n_queries = queries.shape[0]
+    return np.corrcoef(np.vstack([queries, candidates]))[:n_queries, n_queries:]
+
+
+def make_patterns(n_queries: int, n_candidates: int, n_voxels: int):
+    """Float32 predictions and noisy, offset measurements of the first candidates."""
+    rng = np.random.default_rng(0)
+    candidates = rng.standard_normal((n_candidates, n_voxels), dtype=np.float32)
+    queries = candidates[np.arange(n_queries) % n_candidates]
+    queries += 2.0 * rng.standard_normal((n_queries, n_voxels), dtype=np.float32)
+    queries += 100.0  # an offset, as raw signal has: standardisation must handle it
+    return queries, candidates
+
+
+def timed(func) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def peak_extra_mib(func, output_bytes: int) -> float:
+    """Peak bytes allocated during ``func`` beyond its returned array, in MiB."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    result = func()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del result
+    return (peak - before - output_bytes) / 2**20
+
+
+def compare(shape, chunk_size: int, repeats: int, skip_corrcoef: bool) -> None:
+    n_q, n_c, n_v = shape
+    queries, candidates = make_patterns(n_q, n_c, n_v)
+    print(f"\n== queries x candidates x voxels = {n_q} x {n_c} x {n_v}, chunk_size "
+          f"{chunk_size}, inputs {(queries.nbytes + candidates.nbytes) / 2**20:.0f} MiB")
+
+    def ours32():
+        return score_candidates(queries, candidates, chunk_size=chunk_size)
+
+    def ours64():
+        return score_candidates(queries, candidates, chunk_size=chunk_size, dtype=np.float64)
+
+    def peer():
+        return corrcoef_scores(queries, candidates)
+
+    contenders = {"score_candidates float32": ours32, "score_candidates float64": ours64}
+    if not skip_corrcoef:
+        contenders["numpy.corrcoef (stacked)"] = peer
+        ref = peer()
+        for name, func in list(contenders.items())[:2]:
+            print(f"max |r - r_corrcoef| of {name}: {np.abs(func() - ref).max():.1e}")
+        del ref
+    else:
+        ours32()  # warm-up
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, func in contenders.items():
+            times[name].append(timed(func))
+    for name, values in times.items():
+        print(f"{name}: {statistics.median(values):8.3f} s (median of {repeats})")
+    if not skip_corrcoef:
+        ref_times = times["numpy.corrcoef (stacked)"]
+        for name in list(contenders)[:2]:
+            ratio = statistics.median(r / t for r, t in zip(ref_times, times[name]))
+            print(f"speed-up of {name} over numpy.corrcoef: {ratio:.1f}x "
+                  "(median of per-repeat ratios)")
+        mem_ref = peak_extra_mib(peer, n_q * n_c * 8)
+        print(f"peak extra memory of numpy.corrcoef: {mem_ref:9.1f} MiB")
+    print("peak extra memory of score_candidates float32 (beyond inputs and output):")
+    for size in sorted({64, 256, chunk_size}):
+        mem = peak_extra_mib(
+            lambda s=size: score_candidates(queries, candidates, chunk_size=s), n_q * n_c * 4)
+        print(f"  chunk_size {size:5d}: {mem:9.1f} MiB (two blocks, 2 * chunk_size * "
+              f"n_voxels * 4 B = {2 * size * n_v * 4 / 2**20:.1f} MiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, action="append",
+                        metavar=("N_QUERIES", "N_CANDIDATES", "N_VOXELS"),
+                        help="shapes to run (repeatable); default: 1000 1000 20000 (square) "
+                             "and 100 5000 20000 (few queries, a large candidate set)")
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads for both contenders (default 1: on a CPU shared "
+                             "with other processes, oversubscribed BLAS threads make timings "
+                             "meaningless)")
+    parser.add_argument("--skip-corrcoef", action="store_true",
+                        help="time only score_candidates (for sizes corrcoef cannot hold)")
+    args = parser.parse_args()
+    print(f"BLAS threads: {args.threads}")
+    with threadpool_limits(args.threads):
+        for shape in args.shape or [(1000, 1000, 20000), (100, 5000, 20000)]:
+            compare(shape, args.chunk_size, args.repeats, args.skip_corrcoef)
+
+
+if __name__ == "__main__":
+    main()

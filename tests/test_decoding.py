@@ -1,0 +1,255 @@
+"""Decoding by retrieval: scoring, identification accuracy, the protocol, encoders."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from afo_encoding.decoding import (
+    identification_accuracy,
+    identification_protocol,
+    rank_candidates,
+    score_candidates,
+    top_candidates,
+)
+
+
+def slow_scores(responses, predictions):
+    """Reference: one numpy.corrcoef per (query, candidate) pair, in float64."""
+    out = np.empty((len(responses), len(predictions)))
+    for i, q in enumerate(np.asarray(responses, dtype=np.float64)):
+        for j, c in enumerate(np.asarray(predictions, dtype=np.float64)):
+            out[i, j] = np.corrcoef(q, c)[0, 1]
+    return out
+
+
+def patterns(n_queries=13, n_candidates=17, n_voxels=40, offset=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    candidates = rng.normal(size=(n_candidates, n_voxels)).astype(np.float32)
+    queries = candidates[np.arange(n_queries) % n_candidates] + rng.normal(
+        size=(n_queries, n_voxels)).astype(np.float32)
+    return queries + np.float32(offset), candidates
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk_size", [1, 5, 512])
+def test_scores_equal_a_slow_reference(dtype, chunk_size):
+    # an offset as raw BOLD has: standardisation must not lose precision to it
+    queries, candidates = patterns(offset=1000.0)
+    scores = score_candidates(queries, candidates, chunk_size=chunk_size, dtype=dtype)
+    assert scores.shape == (13, 17)
+    assert scores.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(scores, slow_scores(queries, candidates), atol=tol)
+
+
+@pytest.mark.parametrize("as_mask", [True, False])
+def test_voxel_selection_equals_scoring_the_subset(as_mask):
+    queries, candidates = patterns(n_voxels=60)
+    mask = np.random.default_rng(1).random(60) < 0.4
+    voxels = mask if as_mask else np.flatnonzero(mask)
+    scores = score_candidates(queries, candidates, voxels=voxels, chunk_size=4,
+                              dtype=np.float64)
+    np.testing.assert_allclose(scores, slow_scores(queries[:, mask], candidates[:, mask]),
+                               atol=1e-12)
+
+
+def test_single_patterns_and_integer_input():
+    queries, candidates = patterns()
+    one = score_candidates(queries[0], candidates, dtype=np.float64)
+    assert one.shape == (1, 17)
+    np.testing.assert_allclose(one[0], slow_scores(queries[:1], candidates)[0], atol=1e-12)
+    ints = np.random.default_rng(0).integers(0, 50, size=(4, 30))
+    np.testing.assert_allclose(score_candidates(ints, ints, dtype=np.float64),
+                               np.corrcoef(ints), atol=1e-12)
+
+
+def test_memory_is_bounded_by_the_chunk_size():
+    # 300 x 400 x 5000: a queries x candidates x voxels float32 array would be 2.4 GB
+    queries, candidates = patterns(300, 400, 5000)
+    chunk_size = 16
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    scores = score_candidates(queries, candidates, chunk_size=chunk_size)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    two_blocks = 2 * chunk_size * 5000 * 4
+    assert peak - scores.nbytes < 2 * two_blocks + 2**20
+    assert peak < queries.nbytes / 2  # never a standardised copy of an input
+
+
+def test_constant_patterns_score_zero_with_a_warning():
+    queries, candidates = patterns()
+    candidates[3] = 7.0
+    with pytest.warns(RuntimeWarning, match="1 predicted patterns are constant"):
+        scores = score_candidates(queries, candidates)
+    assert np.all(scores[:, 3] == 0.0)
+    assert np.all(np.isfinite(scores))
+
+
+def test_bad_input_gets_clear_errors():
+    queries, candidates = patterns()
+    with pytest.raises(ValueError, match="responses have 40 voxels but predictions have 39"):
+        score_candidates(queries, candidates[:, :39])
+    bad = queries.copy()
+    bad[4, 2] = np.nan
+    with pytest.raises(ValueError, match="responses row 4 holds NaN"):
+        score_candidates(bad, candidates, chunk_size=3)
+    with pytest.raises(ValueError, match="at least 2 voxels"):
+        score_candidates(queries, candidates, voxels=[3])
+    with pytest.raises(ValueError, match="chunk_size"):
+        score_candidates(queries, candidates, chunk_size=0)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        score_candidates(queries, candidates, dtype=np.float16)
+    with pytest.raises(ValueError, match="boolean voxel mask must have one entry per voxel"):
+        score_candidates(queries, candidates, voxels=np.ones(5, dtype=bool))
+
+
+def test_top_candidates_are_sorted_best_first():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]])
+    assert top_candidates(scores, k=3).tolist() == [[1, 3, 2], [0, 1, 2]]
+    assert top_candidates(scores, k=4).tolist() == [[1, 3, 2, 0], [0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="k must be an integer in"):
+        top_candidates(scores, k=5)
+
+
+def test_identification_accuracy_and_chance():
+    scores = np.array([[0.9, 0.1, 0.2, 0.0],
+                       [0.3, 0.1, 0.2, 0.0],
+                       [0.0, 0.5, 0.8, 0.1]])
+    acc = identification_accuracy(scores, [0, 2, 3], k=(1, 2, 3))
+    assert acc.top1 == pytest.approx(1 / 3)
+    assert acc.top2 == pytest.approx(2 / 3)
+    assert acc.top3 == pytest.approx(1.0)
+    assert acc.chance_top1 == pytest.approx(1 / 4)
+    assert acc.chance_top3 == pytest.approx(3 / 4)
+    assert acc.ranks.tolist() == [1.0, 2.0, 3.0]
+    assert acc.n_candidates == 4
+
+
+def test_ties_count_as_chance_not_as_hits():
+    # a model that predicts the same pattern for every image identifies nothing
+    acc = identification_accuracy(np.zeros((50, 10)), np.arange(50) % 10, k=(1, 5))
+    assert acc.top1 == pytest.approx(acc.chance_top1) == pytest.approx(0.1)
+    assert acc.top5 == pytest.approx(0.5)
+
+
+def test_identification_accuracy_errors():
+    with pytest.raises(ValueError, match="one integer per query"):
+        identification_accuracy(np.zeros((3, 4)), [0, 1])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 4\)"):
+        identification_accuracy(np.zeros((2, 4)), [0, 4])
+    with pytest.raises(ValueError, match="NaN"):
+        identification_accuracy(np.full((2, 4), np.nan), [0, 1])
+
+
+def test_protocol_perfect_chance_and_reproducible():
+    rng = np.random.default_rng(0)
+    n = 120
+    perfect = np.eye(n) + 0.01 * rng.random((n, n))
+    res = identification_protocol(perfect, np.arange(n), n_candidates=10, n_repeats=20,
+                                  random_state=0)
+    assert res.top1 == 1.0
+    assert res.top1_std == 0.0
+    assert res.chance_top1 == pytest.approx(0.1)
+    assert res.chance_top5 == pytest.approx(0.5)
+    assert res.draws.shape == (20, 2)
+
+    noise = rng.normal(size=(n, n))
+    res = identification_protocol(noise, np.arange(n), n_candidates=10, n_repeats=300,
+                                  random_state=1)
+    assert abs(res.top1 - 0.1) < 0.03
+    assert abs(res.top5 - 0.5) < 0.05
+    assert res.top1_std > 0
+    again = identification_protocol(noise, np.arange(n), n_candidates=10, n_repeats=300,
+                                    random_state=1)
+    np.testing.assert_array_equal(res.draws, again.draws)
+    with pytest.raises(ValueError, match="n_candidates must be an integer in"):
+        identification_protocol(noise, np.arange(n), n_candidates=n + 1)
+
+
+# -- through an encoder -------------------------------------------------------------------
+
+
+class DictSpace:
+    """Stand-in ResponseSpace: the container is a dict {"data": array}."""
+
+    modality = "other"
+
+    def __init__(self, n_voxels):
+        self.keep = np.ones(n_voxels, dtype=bool)
+        self.coords = np.zeros((n_voxels, 3))
+
+    def transform(self, y):
+        return np.asarray(y["data"], dtype=np.float32)
+
+
+class LinearStandIn:
+    """Stand-in fitted encoder: predictions are images (flat features) times a matrix."""
+
+    def __init__(self, n_features=12, n_voxels=40, seed=0):
+        self.weights = np.random.default_rng(seed).normal(size=(n_features, n_voxels))
+        self.space_ = DictSpace(n_voxels)
+        self.n_predict_calls = 0
+
+    def predict(self, X, subject=0):
+        self.n_predict_calls += 1
+        return (np.asarray(X) @ self.weights).astype(np.float32)
+
+
+def encoder_data(n_images=30, seed=0):
+    enc = LinearStandIn(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    images = rng.normal(size=(n_images, 12))
+    responses = enc.predict(images) + 0.5 * rng.normal(size=(n_images, 40))
+    enc.n_predict_calls = 0
+    return enc, images, responses
+
+
+def test_rank_candidates_from_an_encoder_and_a_container():
+    enc, images, responses = encoder_data()
+    scores = rank_candidates(enc, images, responses, dtype=np.float64)
+    assert enc.n_predict_calls == 1
+    np.testing.assert_allclose(scores, slow_scores(responses, enc.predict(images)),
+                               atol=1e-6)
+    assert identification_accuracy(scores, np.arange(30)).top1 > 0.9
+    from_container = rank_candidates(enc, images, {"data": responses}, dtype=np.float64)
+    np.testing.assert_allclose(from_container, scores, atol=1e-6)
+
+
+def test_rank_candidates_on_rois_predicts_once():
+    enc, images, responses = encoder_data()
+    labels = np.array(["early"] * 15 + ["late"] * 25)
+    per_roi = rank_candidates(enc, images, responses, rois=labels, roi=["early", "late"],
+                              dtype=np.float64)
+    assert enc.n_predict_calls == 1
+    assert set(per_roi) == {"early", "late"}
+    predictions = enc.predict(images)
+    np.testing.assert_allclose(
+        per_roi["early"], slow_scores(responses[:, :15], predictions[:, :15]), atol=1e-6)
+    single = rank_candidates(enc, images, responses, rois=labels, roi="late",
+                             dtype=np.float64)
+    np.testing.assert_allclose(single, per_roi["late"])
+    by_mask = rank_candidates(enc, images, responses, rois=labels == "late",
+                              dtype=np.float64)
+    by_index = rank_candidates(enc, images, responses, rois=np.arange(15, 40),
+                               dtype=np.float64)
+    np.testing.assert_allclose(by_mask, single)
+    np.testing.assert_allclose(by_index, single)
+
+
+def test_rank_candidates_errors_name_the_problem():
+    enc, images, responses = encoder_data()
+    with pytest.raises(ValueError, match="No voxel has the label 'v4'"):
+        rank_candidates(enc, images, responses, rois=np.array(["v1"] * 40), roi="v4")
+    with pytest.raises(ValueError, match="without rois"):
+        rank_candidates(enc, images, responses, roi="v1")
+    with pytest.raises(ValueError, match="one label per voxel"):
+        rank_candidates(enc, images, responses, rois=np.zeros(7), roi=0)
+
+    class NoSubject:
+        def predict(self, X):
+            return np.asarray(X)
+
+    with pytest.raises(ValueError, match="takes no subject argument"):
+        rank_candidates(NoSubject(), images, images, subject=1)
