@@ -13,6 +13,8 @@ __version__ = "0.1.0.dev0"
 
 # public name -> module that defines it; imported lazily on first attribute access
 _LAZY = {
+    "TopyEncoder": "afo_encoding.encoders.topy",
+    "load": "afo_encoding.io",
     "as_responses": "afo_encoding.responses",
     "as_stimuli": "afo_encoding.stimuli",
     "StimulusSet": "afo_encoding.stimuli",
