@@ -438,9 +438,10 @@ def _energy_maps(images: np.ndarray) -> list[np.ndarray]:
     """Gabor energy at 3 scales x 4 orientations, sampled at the centres of the pooling grids.
 
     Each complex Gabor response is band-limited around its centre frequency, so its
-    envelope (whose squared modulus is the energy) is computed exactly on the coarse grid
-    from the demodulated spectrum: cropping the spectrum around the centre frequency to the
-    grid size and inverting costs a grid-sized FFT instead of an image-sized one.
+    envelope (whose squared modulus is the energy) is computed on the coarse grid from the
+    demodulated spectrum: cropping the spectrum around the centre frequency to the grid
+    size (the Gaussian tails left out weigh below 1 %) and inverting costs a grid-sized FFT
+    instead of an image-sized one.
 
     Returns one float32 array (n_images, 4, g, g) per scale, fine to coarse (rows = y).
     """
