@@ -14,7 +14,11 @@ Ratios are against ``bare`` of the same precision; each figure is the median of
 ``--repeats`` runs, interleaved so that load from other processes hits all alike.
 Targets: cold >= 0.9x bare, warm >= 50x bare.
 
-Run: ``python benchmarks/bench_features.py --n-images 16 --repeats 3``
+Run: ``python benchmarks/bench_features.py --n-images 16 --repeats 3``. On a CPU shared
+with other busy processes, pass ``--threads 1``: there, a multi-threaded forward pass run
+straight from the main thread can be several times slower than the same pass in
+:func:`extract_features` (OpenMP threads waiting on each other), which would flatter the
+cache path.
 """
 
 import argparse
@@ -36,9 +40,7 @@ def _read_all(store, batch_size):
 
 
 def _bare(backbone, x, batch_size, autocast):
-    amp = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    )
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with torch.inference_mode(), amp:
         for start in range(0, len(x), batch_size):
             backbone(x[start : start + batch_size])
@@ -58,7 +60,9 @@ def main():
     parser.add_argument("--n-images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--precisions", default="fp32,bf16")
     args = parser.parse_args()
     if args.threads:
