@@ -95,7 +95,7 @@ def test_pyramid_interface_and_shapes():
 
 
 def test_pyramid_default_size_and_non_square():
-    assert get_backbone("pyramid").input_spec.size == (96, 96)
+    assert get_backbone("pyramid").input_spec.size == (64, 64)
     backbone = get_backbone("pyramid", image_size=(64, 96), n_scales=3)
     assert backbone.local_shapes == [(32, 48), (16, 24), (8, 12)]
     _check_interface(backbone)

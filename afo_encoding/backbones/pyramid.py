@@ -39,8 +39,10 @@ class PyramidBackbone(Backbone):
     Parameters
     ----------
     image_size : int or tuple of int
-        Input size ``(H, W)`` (an int means square). Each side must be at least
-        ``2 ** (n_scales + 1)``.
+        Input size ``(H, W)`` (an int means square); images of another size are resized
+        to it. Each side must be at least ``2 ** (n_scales + 1)``. The default, 64, is the
+        image size of :func:`afo_encoding.simulation.make_retinotopic_dataset`, whose
+        early, mid and late areas then read exactly the scales of layers 0, 1 and 2.
     n_scales : int
         Number of layers.
     n_orientations : int
@@ -64,7 +66,7 @@ class PyramidBackbone(Backbone):
 
     def __init__(
         self,
-        image_size: int | tuple[int, int] = 96,
+        image_size: int | tuple[int, int] = 64,
         n_scales: int = 4,
         n_orientations: int = 4,
         wavelength: float = 4.0,
