@@ -14,6 +14,7 @@ from afo_encoding.nn import (
     LayerSelector,
     PositionalEncoding,
     RetinaMapper,
+    SubjectReadout,
     TopyNet,
     VoxelHead,
     bilinear_corners,
@@ -21,6 +22,15 @@ from afo_encoding.nn import (
 )
 
 B, D = 3, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the tensors here are tiny: more threads only add synchronisation on a busy machine
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
 
 
 @pytest.fixture
@@ -91,7 +101,7 @@ def test_positional_encoding_constant_axis_and_space_time(rng):
     assert code.shape == (30, 2 * 4 * 3)
     assert torch.isfinite(code).all()
     sin_t = code[:, : 4 * 3].view(30, 4, 3)[:, 3]
-    torch.testing.assert_close(sin_t, torch.zeros(30, 3))
+    torch.testing.assert_close(sin_t, torch.zeros_like(sin_t))
 
 
 def test_positional_encoding_errors(rng):
@@ -136,8 +146,9 @@ def test_bilinear_corners_centre_and_weights():
     torch.testing.assert_close(weights, torch.full((1, 4), 0.25))
 
 
+@pytest.mark.parametrize("method", ["cells", "sampling"])
 @pytest.mark.parametrize("use_global", [True, False])
-def test_fused_readout_equals_grid_sample_reference(use_global):
+def test_fused_readout_equals_grid_sample_reference(use_global, method):
     gen = torch.Generator().manual_seed(0)
     n = 60
     # two layers of one size are processed together; a 1-pixel-wide layer is its own group
@@ -147,15 +158,17 @@ def test_fused_readout_equals_grid_sample_reference(use_global):
     w = torch.randn(n, D, generator=gen, dtype=torch.float64)
     eta = torch.softmax(torch.randn(n, 4, generator=gen, dtype=torch.float64), 1)
     glob = torch.randn(B, 4, D, generator=gen, dtype=torch.float64) if use_global else None
-    y = fused_readout(maps, u, w, eta, glob)
+    y = fused_readout(maps, u, w, eta, glob, method=method)
     torch.testing.assert_close(y, _reference_readout(maps, u, w, eta, glob))
 
 
-def test_fused_readout_gradients():
+@pytest.mark.parametrize("method", ["cells", "sampling"])
+def test_fused_readout_gradients(method):
     gen = torch.Generator().manual_seed(1)
     n = 12
+    # two layers of one size processed together, one a single row (padded internally)
     maps = [torch.randn(2, 3, *s, generator=gen, dtype=torch.float64, requires_grad=True)
-            for s in [(3, 4), (3, 4), (2, 2)]]
+            for s in [(3, 4), (3, 4), (1, 3)]]
     u = (2.2 * torch.rand(n, 2, generator=gen, dtype=torch.float64) - 1.1).clamp(-0.99, 0.99)
     u.requires_grad_(True)
     w = torch.randn(n, 3, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -163,21 +176,23 @@ def test_fused_readout_gradients():
     glob = torch.randn(2, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
 
     def f(m0, m1, m2, u, w, eta, glob):
-        return fused_readout([m0, m1, m2], u, w, eta, glob)
+        return fused_readout([m0, m1, m2], u, w, eta, glob, method=method)
 
     assert torch.autograd.gradcheck(f, (*maps, u, w, eta, glob))
 
 
-def test_fused_readout_many_voxels_in_one_cell_are_chunked(monkeypatch):
+@pytest.mark.parametrize("method", ["cells", "sampling"])
+def test_fused_readout_many_voxels_in_one_cell_are_chunked(monkeypatch, method):
     from afo_encoding.nn import readout
 
     monkeypatch.setattr(readout, "_CHUNK_ELEMENTS", 64)  # a few voxels per step
+    monkeypatch.setattr(readout, "_SAMPLING_CHUNK_ELEMENTS", 7 * B * D)
     gen = torch.Generator().manual_seed(2)
     maps = [torch.randn(B, D, 5, 5, generator=gen, requires_grad=True)]
     u = torch.zeros(50, 2)  # all at the centre: one cell
     w = torch.randn(50, D, generator=gen, requires_grad=True)
     eta = torch.ones(50, 1)
-    y = fused_readout(maps, u, w, eta)
+    y = fused_readout(maps, u, w, eta, method=method)
     ref = _reference_readout([m.detach() for m in maps], u, w.detach(), eta, None)
     torch.testing.assert_close(y, ref)
     y.sum().backward()
@@ -438,3 +453,67 @@ def test_ablation_no_global_branch():
     model = _model(use_global=True).eval()
     with torch.no_grad():
         assert not torch.allclose(model(features, 0), model((features[0], other_globals), 0))
+
+
+# ---------------------------------------------------------------- recovery of planted maps
+
+
+@pytest.mark.slow
+def test_training_recovers_planted_positions_and_layers():
+    """Positions and layer choices planted in a teacher are learnt back from its responses.
+
+    Each layer's maps are random linear ramps, so the loss is smooth in the voxel positions;
+    the heads are fixed to the teacher's (otherwise a weight and a position trade off).
+    """
+    torch.manual_seed(0)
+    n_img, dim, size = 64, 2, 8
+    side = np.linspace(-1, 1, 6)
+    coords = np.array([(x, y, z) for x in side for y in side for z in (-1, 1)]) * 10
+    planted = torch.tensor(0.7 * coords[:, :2] / 10 * np.array([1, -1]), dtype=torch.float32)
+    layer = torch.as_tensor(coords[:, 2] > 0).long()  # z < 0 reads layer 0, z > 0 layer 1
+    centres = (torch.arange(size) * 2 + 1) / size - 1
+    x, y = centres[None, :], centres[:, None]
+
+    def ramps():
+        c = torch.randn(n_img, dim, 3, 1, 1)
+        return c[:, :, 0] * x + c[:, :, 1] * y + c[:, :, 2]
+
+    maps = [ramps(), ramps()]
+    student = SubjectReadout(coords, n_layers=2, d_model=dim, hidden=32, n_frequencies=4)
+    student.head.requires_grad_(False)
+    with torch.no_grad():
+        target = fused_readout(maps, planted, student.head.weight,
+                               F.one_hot(layer, 2).float()) / dim + student.head.bias
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(150):
+        batch = torch.randint(0, n_img, (32,))
+        loss = (student([m[batch] for m in maps]) - target[batch]).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    error = (student.retina_map() - planted).norm(dim=1)
+    assert float(error.max()) < 0.1
+    chosen = student.layer_weights()[torch.arange(len(coords)), layer]
+    assert float(chosen.min()) > 0.9
+
+
+def test_float64_model():
+    model = _model().double().eval()
+    _perturb(model)
+    features = [[m.double() for m in part] for part in _features()]
+    with torch.no_grad():
+        y = model(features, 0)
+    assert y.dtype == torch.float64
+    assert model.retina_map(0).dtype == torch.float64
+
+
+def test_encode_once_read_out_many():
+    model = _model(n_voxels=(30, 20)).eval()
+    _perturb(model)
+    features = _features()
+    with torch.no_grad():
+        encoded = model.encode_images(features)
+        parts = [model.readout(encoded, 0, voxel_index=torch.arange(i, min(i + 7, 30)))
+                 for i in range(0, 30, 7)]
+        torch.testing.assert_close(torch.cat(parts, 1), model(features, 0))
+        torch.testing.assert_close(model.readout(encoded, 1), model(features, 1))

@@ -95,16 +95,18 @@ class PositionalEncoding(nn.Module):
 
         Returns
         -------
-        code : Tensor of shape (n, 2 * d * n_frequencies), float32
+        code : Tensor of shape (n, 2 * d * n_frequencies)
+            float32 (float64 for float64 coordinates).
             ``[sin(f_k t_i) for i, k]`` followed by the cosines, axis-major.
         """
         if coords.ndim != 2 or coords.shape[1] != self.n_dims:
             raise ValueError(
                 f"Expected coordinates of shape (n, {self.n_dims}), got {tuple(coords.shape)}."
             )
-        # float32 whatever the ambient precision: the phases need the resolution
-        t = (coords.float() - self.low.float()) / self.span.float()
-        angles = (t[:, :, None] * self.frequencies.float()).flatten(1)
+        # at least float32 whatever the ambient precision: the phases need the resolution
+        dtype = torch.promote_types(coords.dtype, torch.float32)
+        t = (coords.to(dtype) - self.low.to(dtype)) / self.span.to(dtype)
+        angles = (t[:, :, None] * self.frequencies.to(dtype)).flatten(1)
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
     def extra_repr(self) -> str:

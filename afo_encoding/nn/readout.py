@@ -28,15 +28,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .heads import VoxelHead
 from .positional import PositionalEncoding
 
 # voxels whose positions and layer weights are computed at once (bounds memory at 400k voxels)
 _VOXEL_CHUNK = 65536
-# elements of the temporary matrices of one step of the fused readout
+# elements of the temporary matrices of one step of the fused readout ("cells": CPU caches;
+# "sampling": the (B, D, chunk) tensors of one checkpointed chunk, on an accelerator)
 _CHUNK_ELEMENTS = 2**22
+_SAMPLING_CHUNK_ELEMENTS = 2**28
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -71,7 +75,8 @@ class RetinaMapper(nn.Module):
     """Map a voxel's positional code to a point of the image: ``u = tanh(MLP(PE(p)))``.
 
     The last layer starts at zero, so every voxel starts at the centre of the image. The MLP
-    runs in float32 even under autocast (positions need the resolution; it is cheap).
+    runs in the precision of its parameters (float32), not in autocast's: positions need
+    the resolution, and it is cheap.
 
     Parameters
     ----------
@@ -123,13 +128,14 @@ class RetinaMapper(nn.Module):
 
         Returns
         -------
-        u : Tensor of shape (n, 2), float32
-            ``(x, y)`` in ``[-1, 1]`` (x right, y down), clamped to the image.
+        u : Tensor of shape (n, 2)
+            ``(x, y)`` in ``[-1, 1]`` (x right, y down), clamped to the image, in the
+            dtype of the parameters.
         """
         if self.mlp is None:
-            return code.new_zeros(code.shape[0], 2, dtype=torch.float32)
+            return code.new_zeros(code.shape[0], 2)
         with torch.autocast(code.device.type, enabled=False):
-            u = torch.tanh(self.mlp(code.float()))
+            u = torch.tanh(self.mlp(code.to(self.mlp[0].weight.dtype)))
         sample = self.training if sample is None else sample
         if sample:
             u = u + self.sigma * torch.randn_like(u)
@@ -140,7 +146,7 @@ class LayerSelector(nn.Module):
     """Per-voxel mixing weights over layers: ``eta = softmax(MLP(PE(p)))``.
 
     The last layer starts at zero, so every voxel starts with uniform weights. The MLP runs
-    in float32 even under autocast.
+    in the precision of its parameters, not in autocast's.
 
     Parameters
     ----------
@@ -182,12 +188,12 @@ class LayerSelector(nn.Module):
         return self.mlp is None
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        """Layer weights of voxels: Tensor (n, L), float32, rows summing to 1."""
+        """Layer weights of voxels: Tensor (n, L), rows summing to 1."""
         if self.mlp is None:
             n = code.shape[0]
-            return code.new_full((n, self.n_layers), 1.0 / self.n_layers, dtype=torch.float32)
+            return code.new_full((n, self.n_layers), 1.0 / self.n_layers)
         with torch.autocast(code.device.type, enabled=False):
-            return torch.softmax(self.mlp(code.float()), dim=-1)
+            return torch.softmax(self.mlp(code.to(self.mlp[0].weight.dtype)), dim=-1)
 
     def regularization(self, eta: torch.Tensor) -> torch.Tensor:
         """``entropy_weight * mean_voxels(sum_l eta_l log eta_l)``, a scalar to add to the loss.
@@ -300,80 +306,101 @@ def _cell_groups(cell: torch.Tensor, chunk: int) -> tuple[torch.Tensor, list[tup
 
 
 class _FusedReadout(torch.autograd.Function):
-    """``y[b, n] = sum_{k, l} coef[n, k, l] <rows_k[b, l], weight[n]>`` grouped by cell.
+    """``y[b, n] = sum_{k, l} coef[k l, n] <rows[k, l, b], weight[n]>``, cell by cell.
 
-    ``rows_k`` are the four pixels of the voxel's cell (``k < 4``) and, when given, the
-    global vector (``k = 4``). Voxels of one cell read the same rows for every image, so
-    each cell is a matrix product ``(B K L, D) @ (D, n_cell)``; the backward pass is two
-    more per cell. Nothing of size ``B x n_voxels x D`` is ever formed, and only the inputs
-    are saved for the backward pass.
+    ``maps`` is pixel-major, ``(P, L, B, D)``, on a grid ``width`` pixels wide and at least
+    2 x 2. ``rows[k]`` are the four pixels of the voxel's cell (``k < 4``: ``cell``,
+    ``cell + 1``, ``cell + width``, ``cell + width + 1``) and, when given, the global vectors
+    ``glob`` (``(L, B, D)``, ``k = 4``). Voxels of one cell read the same rows for every
+    image, and in this layout two horizontally adjacent pixels are one ``(2 L B, D)``
+    matrix: each cell is two or three matrix products on views of the inputs (the backward
+    pass: six), with no gather, no scatter and nothing of size ``B x n_voxels x D``. Voxels
+    are put in cell order once on the way in and back once on the way out.
     """
 
     @staticmethod
-    def forward(ctx, maps, glob, weight, coef, cell, offsets, chunk_elements):
-        batch, _, n_layers, dim = maps.shape
-        n_voxels, n_rows, _ = coef.shape
-        kl = n_rows * n_layers
-        chunk = max(1, chunk_elements // (max(batch, dim) * kl))
+    def forward(ctx, maps, glob, weight, coef, cell, width, chunk_elements):
+        _, n_layers, batch, dim = maps.shape
+        n_rows = coef.shape[0] // n_layers
+        n_voxels = coef.shape[1]
+        pair = 2 * n_layers * batch
+        chunk = max(1, chunk_elements // (max(batch, dim) * n_rows * n_layers))
         perm, groups = _cell_groups(cell, chunk)
-        y = maps.new_empty(batch, n_voxels)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(n_voxels, device=perm.device)
+        weight_s = weight.index_select(0, perm)
+        coef_s = coef.index_select(1, perm)
+        y_s = maps.new_empty(batch, n_voxels)
         with torch.autocast(maps.device.type, enabled=False):
             for value, chunks in groups:
-                rows = _rows(maps, glob, value, offsets).view(batch * kl, dim)
+                top = maps[value:value + 2].view(pair, dim)
+                bottom = maps[value + width:value + width + 2].view(pair, dim)
                 for start, stop in chunks:
-                    idx = perm[start:stop]
-                    z = torch.mm(rows, weight.index_select(0, idx).t())
-                    cf = coef.index_select(0, idx).view(-1, kl).t()
-                    y.index_copy_(1, idx, z.view(batch, kl, -1).mul_(cf).sum(1))
-        ctx.save_for_backward(maps, glob, weight, coef)
-        ctx.perm, ctx.groups, ctx.offsets = perm, groups, offsets
-        return y
+                    w_t = weight_s[start:stop].t()
+                    z = maps.new_empty(n_rows * n_layers, batch, stop - start)
+                    torch.mm(top, w_t, out=z[:2 * n_layers].view(pair, -1))
+                    torch.mm(bottom, w_t, out=z[2 * n_layers:4 * n_layers].view(pair, -1))
+                    if glob is not None:
+                        torch.mm(glob.view(pair // 2, dim), w_t, out=z[4 * n_layers:].view(
+                            pair // 2, -1))
+                    z.mul_(coef_s[:, None, start:stop])
+                    torch.sum(z, 0, out=y_s[:, start:stop])
+        ctx.save_for_backward(maps, glob, weight_s, coef_s, inverse)
+        ctx.groups, ctx.width = groups, width
+        return y_s.index_select(1, inverse)
 
     @staticmethod
     def backward(ctx, grad_y):
-        maps, glob, weight, coef = ctx.saved_tensors
+        maps, glob, weight_s, coef_s, inverse = ctx.saved_tensors
         need_maps, need_glob, need_weight, need_coef = ctx.needs_input_grad[:4]
-        batch, _, n_layers, dim = maps.shape
-        n_voxels, n_rows, _ = coef.shape
-        kl = n_rows * n_layers
-        grad_y = grad_y.to(maps.dtype)
+        _, n_layers, batch, dim = maps.shape
+        kl, n_voxels = coef_s.shape
+        width, two_l = ctx.width, 2 * n_layers
+        perm = torch.empty_like(inverse)
+        perm[inverse] = torch.arange(n_voxels, device=inverse.device)
+        grad_s = grad_y.to(maps.dtype).index_select(1, perm)
         g_maps = torch.zeros_like(maps) if need_maps else None
         g_glob = torch.zeros_like(glob) if need_glob else None
-        g_weight = torch.zeros_like(weight) if need_weight else None
-        g_coef = torch.zeros_like(coef) if need_coef else None
+        g_weight_s = weight_s.new_empty(weight_s.shape) if need_weight else None
+        g_coef_s = coef_s.new_empty(coef_s.shape) if need_coef else None
         with torch.autocast(maps.device.type, enabled=False):
             for value, chunks in ctx.groups:
-                rows = _rows(maps, glob, value, ctx.offsets)
-                g_rows = torch.zeros_like(rows) if need_maps or need_glob else None
-                for start, stop in chunks:
-                    idx = ctx.perm[start:stop]
-                    g = grad_y.index_select(1, idx)
-                    w = weight.index_select(0, idx)
-                    cf = coef.index_select(0, idx).view(-1, kl)
-                    if need_weight or need_coef:
-                        # h[n, kl, :] = sum_b g[b, n] rows[b, kl, :]
-                        h = torch.mm(g.t(), rows.view(batch, kl * dim)).view(-1, kl, dim)
-                        if need_coef:
-                            g_cf = torch.bmm(h, w.unsqueeze(2)).view(-1, n_rows, n_layers)
-                            g_coef.index_copy_(0, idx, g_cf)
-                        if need_weight:
-                            g_weight.index_copy_(0, idx, torch.bmm(cf.unsqueeze(1), h).squeeze(1))
-                    if g_rows is not None:
-                        t = (g.unsqueeze(1) * cf.t().unsqueeze(0)).reshape(batch * kl, -1)
-                        g_rows.view(batch * kl, dim).addmm_(t, w)
+                # rows k l = 0 .. 2L - 1 (top pixels), 2L .. 4L - 1 (bottom), then global
+                blocks = [maps[value:value + 2].view(two_l, batch, dim),
+                          maps[value + width:value + width + 2].view(two_l, batch, dim)]
+                g_blocks = None
                 if need_maps:
-                    g_maps.index_add_(1, ctx.offsets + value, g_rows[:, :4])
-                if need_glob:
-                    g_glob += g_rows[:, 4]
+                    g_blocks = [g_maps[value:value + 2].view(two_l * batch, dim),
+                                g_maps[value + width:value + width + 2].view(two_l * batch, dim)]
+                for start, stop in chunks:
+                    n = stop - start
+                    g = grad_s[:, start:stop]
+                    w = weight_s[start:stop]
+                    cf = coef_s[:, start:stop]
+                    if need_weight or need_coef:
+                        # h[k l, n, :] = sum_b g[b, n] rows[k l, b, :]
+                        h = maps.new_empty(kl, n, dim)
+                        g_t = g.t()
+                        for i, block in enumerate(blocks):
+                            torch.matmul(g_t, block, out=h[i * two_l:(i + 1) * two_l])
+                        if glob is not None:
+                            torch.matmul(g_t, glob, out=h[2 * two_l:])
+                        if need_coef:
+                            torch.sum(h * w, -1, out=g_coef_s[:, start:stop])
+                        if need_weight:
+                            torch.sum(h.mul_(cf[:, :, None]), 0, out=g_weight_s[start:stop])
+                    if need_maps or need_glob:
+                        # t[k l, b, n] = g[b, n] coef[k l, n]
+                        t = (g[None] * cf[:, None, :]).view(kl * batch, n)
+                        rows_per_block = two_l * batch
+                        if need_maps:
+                            for i, g_block in enumerate(g_blocks):
+                                g_block.addmm_(t[i * rows_per_block:(i + 1) * rows_per_block], w)
+                        if need_glob:
+                            g_glob.view(-1, dim).addmm_(t[2 * rows_per_block:], w)
+        g_weight = g_weight_s.index_select(0, inverse) if need_weight else None
+        g_coef = g_coef_s.index_select(1, inverse) if need_coef else None
         return g_maps, g_glob, g_weight, g_coef, None, None, None
-
-
-def _rows(maps, glob, cell, offsets):
-    """The four pixels of a cell, then the global vector: (B, 4 or 5, L, D)."""
-    rows = maps.index_select(1, offsets + cell)
-    if glob is not None:
-        rows = torch.cat([rows, glob.unsqueeze(1)], dim=1)
-    return rows
 
 
 def fused_readout(
@@ -382,6 +409,7 @@ def fused_readout(
     weight: torch.Tensor,
     layer_weights: torch.Tensor,
     global_features: torch.Tensor | None = None,
+    method: str = "auto",
 ) -> torch.Tensor:
     """Sample every layer at each voxel's point, mix the layers, and apply the voxel weights.
 
@@ -389,10 +417,19 @@ def fused_readout(
 
         y[b, n] = sum_l eta[n, l] * < bilinear(maps[l][b], u[n]) + g[b, l], w[n] >
 
-    i.e. the dot product of the voxel's weights with its layer-mixed feature vector, without
-    forming the sampled features: memory is ``O(B n + n D)`` beyond the inputs, and the work
-    is dense matrix products (see the module notes on why all images of the batch share the
-    point of a voxel). Layers of equal size are processed together.
+    i.e. the dot product of the voxel's weights with its layer-mixed feature vector.
+
+    Two strategies give the same result:
+
+    - ``"cells"`` (the default on CPUs) never forms the sampled features: voxels are grouped
+      by the cell of four pixels they read, and each cell is a few dense matrix products
+      (see the module notes on why all images of the batch share the point of a voxel).
+      Memory is ``O(B n + n D)`` beyond the inputs. It issues a few small operations per
+      occupied cell, which suits a CPU but leaves an accelerator waiting on kernel launches.
+    - ``"sampling"`` (the default on other devices) runs ``grid_sample`` per layer on
+      chunks of voxels, accumulating the ``eta``-weighted layers into one ``(B, D, chunk)``
+      tensor; under autograd each chunk is checkpointed (recomputed in the backward pass),
+      so memory stays ``O(B D chunk)`` whatever the number of voxels.
 
     Parameters
     ----------
@@ -407,11 +444,14 @@ def fused_readout(
         ``eta``.
     global_features : Tensor of shape (B, L, D) or None
         Per-image, per-layer vectors ``g`` added to the sampled ones; None for none.
+    method : {"auto", "cells", "sampling"}, default="auto"
+        Strategy; ``"auto"`` is ``"cells"`` on a CPU and ``"sampling"`` elsewhere.
 
     Returns
     -------
     y : Tensor of shape (B, n)
-        In the autocast dtype when autocast is on, else in the dtype of ``maps``.
+        In the autocast dtype when autocast is on, else in the dtype of ``maps`` (the
+        ``"sampling"`` strategy follows ``grid_sample``'s autocast rule: float32 on CUDA).
         Differentiable with respect to every tensor argument.
     """
     n_layers = len(maps)
@@ -420,8 +460,12 @@ def fused_readout(
             f"layer_weights must be (n_voxels, L) = ({positions.shape[0]}, {n_layers}), "
             f"got {tuple(layer_weights.shape)}."
         )
+    if method not in ("auto", "cells", "sampling"):
+        raise ValueError(f"method must be 'auto', 'cells' or 'sampling', got {method!r}.")
     batch, dim = maps[0].shape[:2]
     device = maps[0].device
+    if method == "sampling" or (method == "auto" and device.type != "cpu"):
+        return _readout_by_sampling(maps, positions, weight, layer_weights, global_features)
     dtype = _autocast_dtype(device.type) or maps[0].dtype
     weight = weight.to(dtype)
     shapes: dict[tuple[int, int], list[int]] = {}
@@ -429,23 +473,60 @@ def fused_readout(
         shapes.setdefault(tuple(m.shape[2:]), []).append(layer)
     y = None
     for (height, width), layers in shapes.items():
-        # (B, h w, L_group, D): a pixel's vectors of all layers side by side
-        stacked = torch.stack([maps[i].to(dtype).permute(0, 2, 3, 1) for i in layers], dim=3)
-        stacked = stacked.reshape(batch, height * width, len(layers), dim)
         cell, corner_weights = bilinear_corners(positions, height, width)
+        # pixel-major (h w, L_group, B, D): a pixel's vectors of all layers and images as
+        # one matrix; maps one pixel wide or high get a copy of their pixels alongside so
+        # that every cell is 2 x 2 (the extra pixels have zero weight)
+        stacked = torch.stack([maps[i].to(dtype).permute(2, 3, 0, 1) for i in layers], 2)
+        if width == 1:
+            stacked = stacked.expand(height, 2, *stacked.shape[2:])
+            cell = cell * 2
+        if height == 1:
+            stacked = stacked.expand(2, *stacked.shape[1:])
+        grid_width = stacked.shape[1]
+        stacked = stacked.reshape(-1, len(layers), batch, dim).contiguous()
         rows = [corner_weights]
         glob = None
         if global_features is not None:
-            glob = global_features[:, layers].to(dtype).contiguous()
+            glob = global_features[:, layers].to(dtype).transpose(0, 1).contiguous()
             rows.append(corner_weights.new_ones(corner_weights.shape[0], 1))
         eta = layer_weights[:, layers]
-        coef = (torch.cat(rows, dim=1).unsqueeze(2) * eta.unsqueeze(1)).to(dtype)
-        dx = 1 if width > 1 else 0
-        dy = width if height > 1 else 0
-        offsets = torch.tensor([0, dx, dy, dx + dy], device=device)
-        part = _FusedReadout.apply(stacked, glob, weight, coef, cell, offsets, _CHUNK_ELEMENTS)
+        # coef[k l, n]: corner (or global) k, layer l, voxel n
+        coef = (torch.cat(rows, dim=1).t()[:, None, :] * eta.t()[None]).to(dtype)
+        coef = coef.reshape(-1, coef.shape[-1]).contiguous()
+        part = _FusedReadout.apply(stacked, glob, weight, coef, cell, grid_width,
+                                   _CHUNK_ELEMENTS)
         y = part if y is None else y + part
     return y
+
+
+def _sampled_chunk(positions, weight, layer_weights, global_features, *maps):
+    """``fused_readout`` of a chunk of voxels through ``grid_sample``: (B, n)."""
+    batch = maps[0].shape[0]
+    grid = positions[None, :, None, :].expand(batch, -1, -1, -1)
+    mixed = None
+    for layer, m in enumerate(maps):
+        sampled = F.grid_sample(m, grid.to(m.dtype), mode="bilinear", padding_mode="border",
+                                align_corners=False)[..., 0]  # (B, D, n)
+        if global_features is not None:
+            sampled = sampled + global_features[:, layer, :, None].to(sampled.dtype)
+        sampled = sampled * layer_weights[:, layer].to(sampled.dtype)
+        mixed = sampled if mixed is None else mixed + sampled
+    return (mixed * weight.t().to(mixed.dtype)).sum(1)
+
+
+def _readout_by_sampling(maps, positions, weight, layer_weights, global_features):
+    batch, dim = maps[0].shape[:2]
+    chunk = max(1, _SAMPLING_CHUNK_ELEMENTS // (batch * dim * (len(maps) + 2)))
+    parts = []
+    for start in range(0, max(positions.shape[0], 1), chunk):
+        args = (positions[start:start + chunk], weight[start:start + chunk],
+                layer_weights[start:start + chunk], global_features, *maps)
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_sampled_chunk, *args, use_reentrant=False))
+        else:
+            parts.append(_sampled_chunk(*args))
+    return torch.cat(parts, dim=1)
 
 
 class SubjectReadout(nn.Module):
