@@ -169,6 +169,10 @@ class ArrayBackend:
         """Whether ``x`` holds no NaN or infinity."""
         return bool(np.isfinite(x).all()) if self._torch is None else bool(x.isfinite().all())
 
+    def qr(self, a: Any) -> Any:
+        """Orthonormal basis ``Q`` of the columns of ``a`` (reduced QR)."""
+        return np.linalg.qr(a)[0] if self._torch is None else self._torch.linalg.qr(a)[0]
+
     def eigh(self, a: Any) -> tuple[Any, Any]:
         """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
         return np.linalg.eigh(a) if self._torch is None else self._torch.linalg.eigh(a)
@@ -356,24 +360,33 @@ def _check_2d(name: str, a: Any, columns: str) -> tuple[int, int]:
     return shape
 
 
-def _edge_warning(
-    alpha_index: np.ndarray, cv_scores: np.ndarray, alphas: np.ndarray, share: float
-):
-    informative = cv_scores > 0
+def _edge_warning(alpha_scores: np.ndarray, alphas: np.ndarray, share: float) -> None:
+    """Warn when many informative targets still improve at an end of the alpha grid."""
+    if share >= 1 or len(alphas) < 2:
+        return
+    best = alpha_scores.max(0)
+    informative = best > 0
     n_informative = int(informative.sum())
-    if share >= 1 or n_informative == 0 or len(alphas) < 2:
+    if n_informative == 0:
         return
     order = np.argsort(alphas)
-    for edge, position, direction in (
-        (order[0], "smallest", "down"),
-        (order[-1], "largest", "up"),
+    chosen = alpha_scores.argmax(0)
+    for edge, neighbour, position, direction in (
+        (order[0], order[1], "smallest", "down"),
+        (order[-1], order[-2], "largest", "up"),
     ):
-        fraction = float(np.mean(alpha_index[informative] == edge))
+        # a target counts when its score is still rising at the edge, not merely flat
+        # there (small alphas converge to least squares, large ones to the mean)
+        rising = best - alpha_scores[neighbour] > 1e-3 * np.abs(best)
+        fraction = float(np.mean((chosen == edge) & rising & informative)) * (
+            len(best) / n_informative
+        )
         if fraction > share:
             warnings.warn(
                 f"{fraction:.0%} of the {n_informative} targets with a positive cross-validated "
-                f"score chose the {position} alpha of the grid ({alphas[edge]:.3g}); their best "
-                f"alpha may lie outside it. Extend `alphas` {direction}wards.",
+                f"score chose the {position} alpha of the grid ({alphas[edge]:.3g}) and were "
+                f"still improving there; their best alpha lies outside the grid. Extend "
+                f"`alphas` {direction}wards.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -436,7 +449,8 @@ def ridge_cv(
         Targets processed together; ``None`` picks a batch that needs about 512 MiB.
     edge_warning : float
         Warn when more than this share of the targets with a positive cross-validated
-        score chose the smallest or the largest alpha. ``1`` disables the warning.
+        score chose the smallest or the largest alpha while their score was still rising
+        there (by more than 0.1 % over the neighbouring alpha). ``1`` disables the warning.
     verbose : bool, int, str or None
         Progress bar over batches of targets when INFO or lower.
 
@@ -561,7 +575,7 @@ def ridge_cv(
 
     alpha_index = alpha_scores.argmax(0)
     cv_scores = alpha_scores[alpha_index, np.arange(n_targets)]
-    _edge_warning(alpha_index, cv_scores, alphas, edge_warning)
+    _edge_warning(alpha_scores, alphas, edge_warning)
     return RidgeCVResult(
         coef=coef,
         intercept=intercept,
