@@ -98,6 +98,7 @@ def test_fit_predict_score_on_features():
     assert score > 0.5
     assert enc.n_features_in_ == 20
     assert enc.n_components_ == 8
+    assert LinearProbeEncoder(n_components=50).fit(X[:12, :], y[:12]).n_components_ == 11
     assert enc.components_.shape == (8, 20)
     assert enc.coef_.shape == (6, 8)
     assert enc.intercept_.shape == enc.alpha_.shape == enc.cv_scores_.shape == (6,)
@@ -255,6 +256,8 @@ def test_bad_input_gets_clear_errors():
     y_nan[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         LinearProbeEncoder().fit(X, y_nan)
+    with pytest.raises(ValueError, match="one encoder per subject"):
+        LinearProbeEncoder().fit([X, X], [y, y])
     enc = LinearProbeEncoder(n_components=5).fit(X, y)
     with pytest.raises(ValueError, match="20 features"):
         enc.predict(X[:, :4])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from typing import Any
 
@@ -11,8 +12,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._logging import logger, progress
-from ._base import as_flat_features, feature_device
+from .._logging import logger, progress, use_log_level
+from ._base import as_flat_features, feature_device, is_multi_subject
 from .ridge import SCORINGS, ArrayBackend, get_backend, ridge_cv
 
 #: alphas searched when ``alphas=None``: half-decade steps from below the smallest to above
@@ -116,6 +117,7 @@ def principal_axes(
         s, u = xb.eigh(b @ b.T)
         s, u = s[-n_components:], u[:, -n_components:]
         v = (b.T @ u) / s.clip(min=1e-300) ** 0.5
+    v = v / (v * v).sum(0) ** 0.5
     components = xb.to_numpy(v).T[::-1]  # largest variance first
     signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(1)])
     return np.ascontiguousarray(components * signs[:, None], dtype=np.float32)
@@ -360,13 +362,22 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         self : LinearProbeEncoder
             Fitted.
         """
-        from ..responses import as_responses, check_n_samples
-
         self._check_params()
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
+        if is_multi_subject(X, y):
+            raise ValueError(
+                "LinearProbeEncoder models one subject: fit one encoder per subject (the "
+                "features of shared images are computed once, see `memory`)."
+            )
+        with use_log_level(self.verbose):
+            return self._fit(X, y, coords)
+
+    def _fit(self, X: Any, y: Any, coords: Any) -> LinearProbeEncoder:
+        from ..responses import as_responses, check_n_samples
+
         features = self._fit_features(X)
         n_samples = features.shape[0]
         if n_samples < 4:
@@ -395,7 +406,8 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         self.feature_scale_ = xb.to_numpy(scale)
         F = (F - xb.astype(mean, xb.float32)) / xb.astype(scale, xb.float32)
         n_flat = F.shape[1]
-        k = n_flat if self.n_components is None else min(self.n_components, n_samples, n_flat)
+        # centred data have rank n_samples - 1 at most
+        k = n_flat if self.n_components is None else min(self.n_components, n_samples - 1, n_flat)
         self.components_ = None
         if k < n_flat:
             self.components_ = principal_axes(xb, F, k, self.random_state)
@@ -537,7 +549,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
                 tensors[f"space.{key}"] = value
             else:
                 space[key] = value
-        keep_mask = self.mask is None or isinstance(self.mask, str)
+        keep_mask = self.mask is None or isinstance(self.mask, (str, os.PathLike))
         meta = {
             "params": params_to_json(self, drop=() if keep_mask else ("mask",)),
             "space": space,
