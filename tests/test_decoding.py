@@ -14,6 +14,20 @@ from afo_encoding.decoding import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # on a CPU shared with other processes, BLAS and torch threads that wait for each
+    # other make small fits many times slower
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)
+
+
 def slow_scores(responses, predictions):
     """Reference: one numpy.corrcoef per (query, candidate) pair, in float64."""
     out = np.empty((len(responses), len(predictions)))
@@ -253,3 +267,125 @@ def test_rank_candidates_errors_name_the_problem():
 
     with pytest.raises(ValueError, match="takes no subject argument"):
         rank_candidates(NoSubject(), images, images, subject=1)
+
+
+# -- science on the simulator: ground truth, a fitted linear probe, a fitted TopyEncoder -----
+
+N_TEST = 100
+
+
+@pytest.fixture(scope="module")
+def fmri():
+    from afo_encoding.simulation import make_retinotopic_dataset
+
+    return make_retinotopic_dataset(n_images=400, n_voxels=300, image_size=64, random_state=0)
+
+
+def split(data, index):
+    """The responses of some images, in the container the simulator gives."""
+    if data.modality == "fmri":
+        from nilearn.image import index_img
+
+        return index_img(data.responses, index)
+    return data.responses[index]
+
+
+@pytest.fixture(scope="module")
+def probe(fmri):
+    from afo_encoding.encoders.linear import LinearProbeEncoder
+
+    train = np.arange(len(fmri.images) - N_TEST)
+    return LinearProbeEncoder(backbone_params={"image_size": 64}, n_components=200,
+                              pool_size=8, mask=fmri.mask).fit(fmri.images[train],
+                                                               split(fmri, train))
+
+
+def test_scores_through_a_fitted_encoder_equal_the_reference(fmri, probe):
+    test = np.arange(len(fmri.images) - N_TEST, len(fmri.images))
+    scores = rank_candidates(probe, fmri.images[test], split(fmri, test), dtype=np.float64)
+    reference = slow_scores(fmri.Y[test][:20], probe.predict(fmri.images[test]))
+    np.testing.assert_allclose(scores[:20], reference, atol=1e-6)
+
+
+def test_identification_far_above_chance_on_simulated_fmri(fmri, probe):
+    test = np.arange(len(fmri.images) - N_TEST, len(fmri.images))
+    # measured responses as the 4D Niimg they come in, read through the encoder's space
+    scores = rank_candidates(probe, fmri.images[test], split(fmri, test))
+    acc = identification_accuracy(scores, np.arange(N_TEST))
+    assert acc.chance_top1 == pytest.approx(0.01)
+    assert acc.top1 > 20 * acc.chance_top1
+    assert acc.top5 > 8 * acc.chance_top5
+    protocol = identification_protocol(scores, np.arange(N_TEST), n_candidates=20,
+                                       n_repeats=50, random_state=0)
+    assert protocol.top1 - 3 * protocol.top1_std > protocol.chance_top1
+
+
+@pytest.mark.slow
+def test_identification_above_chance_from_eeg_epochs():
+    from afo_encoding.encoders.linear import LinearProbeEncoder
+    from afo_encoding.simulation import make_retinotopic_dataset
+
+    eeg = make_retinotopic_dataset(n_images=400, n_voxels=300, image_size=64, modality="eeg",
+                                   random_state=0)
+    train, test = np.arange(300), np.arange(300, 400)
+    enc = LinearProbeEncoder(backbone_params={"image_size": 64}, n_components=200,
+                             pool_size=8).fit(eeg.images[train], split(eeg, train))
+    scores = rank_candidates(enc, eeg.images[test], split(eeg, test))  # mne.EpochsArray in
+    assert identification_accuracy(scores, np.arange(N_TEST)).top1 > 10 * 0.01
+
+
+def energy_layout_similarity(images, grid=8):
+    """Low-level layout similarity of every pair of images.
+
+    Each image becomes the map of its local edge energy (gradient magnitude of the
+    luminance, averaged over the cells of a ``grid x grid`` partition of the image), and two
+    images are as similar as the Pearson r of their maps. This is what early visual
+    voxels see: small receptive fields reading local oriented energy at a retinotopic
+    position (the simulator's early area), so two images with energy at the same places
+    evoke similar early patterns whatever the objects they show. Late voxels pool over
+    large, nearly position-invariant fields and read the object category, so their
+    patterns do not depend on this layout.
+    """
+    lum = images.astype(np.float64).mean(axis=-1)
+    gy, gx = np.gradient(lum, axis=(1, 2))
+    energy = np.hypot(gx, gy)
+    n, h, w = energy.shape
+    maps = energy.reshape(n, grid, h // grid, grid, w // grid).mean(axis=(2, 4)).reshape(n, -1)
+    maps -= maps.mean(axis=1, keepdims=True)
+    maps /= np.linalg.norm(maps, axis=1, keepdims=True)
+    return maps @ maps.T
+
+
+def retrieved_other_images(scores, k=5):
+    """The k best candidates of every query once its own image is left out.
+
+    Leaving the shown image out measures what the retrieved images have in common with it,
+    not how often it is found (identification accuracy).
+    """
+    scores = np.array(scores, dtype=np.float64)
+    np.fill_diagonal(scores, -np.inf)
+    return top_candidates(scores, k=k)
+
+
+def test_early_area_retrieves_the_low_level_layout_late_area_the_category(fmri, probe):
+    test = np.arange(len(fmri.images) - N_TEST, len(fmri.images))
+    similarity = energy_layout_similarity(fmri.images[test])
+    baseline = similarity[~np.eye(N_TEST, dtype=bool)].mean()
+    category = np.asarray(fmri.object_category)[test]
+    rois = np.asarray(fmri.rois)
+    # the planted noiseless responses are the predictions of a perfect encoder
+    planted = {roi: score_candidates(fmri.Y[test], fmri.signal[test], voxels=rois == roi)
+               for roi in ("early", "late")}
+    fitted = rank_candidates(probe, fmri.images[test], split(fmri, test), rois=rois,
+                             roi=["early", "late"])
+    for scores in (planted, fitted):
+        layout = {roi: np.take_along_axis(similarity, retrieved_other_images(s), axis=1)
+                  for roi, s in scores.items()}
+        assert layout["early"].mean() > layout["late"].mean() + 0.1
+        assert layout["early"].mean() > baseline + 0.1
+        # most queries, not a few outliers
+        assert np.mean(layout["early"].mean(axis=1) > layout["late"].mean(axis=1)) > 0.75
+    same_category = {roi: (category[retrieved_other_images(s)] == category[:, None]).mean()
+                     for roi, s in planted.items()}
+    assert same_category["late"] > 0.9
+    assert same_category["early"] < 0.4
