@@ -49,9 +49,13 @@ def _json_param(name: str, value: Any) -> Any:
     )
 
 
-def params_to_json(estimator) -> dict:
-    """The estimator's constructor parameters as JSON values (see :func:`save`)."""
-    return {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()}
+def params_to_json(estimator, drop: tuple[str, ...] = ()) -> dict:
+    """The estimator's constructor parameters as JSON values (see :func:`save`); those in
+    ``drop`` are written as ``None`` (what they gave is in the fitted state)."""
+    return {
+        k: None if k in drop else _json_param(k, v)
+        for k, v in estimator.get_params(deep=False).items()
+    }
 
 
 def to_tensor(array: Any) -> torch.Tensor:

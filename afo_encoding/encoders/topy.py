@@ -102,6 +102,10 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         Backbone layers to read (``None``: the backbone's default).
     backbone_params : dict or None, default=None
         More keyword arguments for ``get_backbone`` (e.g. ``{"image_size": 64}``).
+    mask : Niimg, NiftiMasker, SurfaceImage, boolean array, list or None, default=None
+        Which voxels to model, passed to :func:`afo_encoding.as_responses` (for a Niimg
+        ``y``, ``None`` computes a mask as nilearn's ``NiftiMasker`` does); a list gives
+        one per subject.
     d_model : int, default=256
         Width ``D`` of the voxel feature vectors.
     sigma : float, default=0.01
@@ -215,6 +219,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         backbone: Any = "pyramid",
         layers: list | None = None,
         backbone_params: dict | None = None,
+        mask: Any = None,
         d_model: int = 256,
         sigma: float = 0.01,
         entropy_weight: float = 3e-5,
@@ -243,6 +248,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         self.backbone = backbone
         self.layers = layers
         self.backbone_params = backbone_params
+        self.mask = mask
         self.d_model = d_model
         self.sigma = sigma
         self.entropy_weight = entropy_weight
@@ -417,6 +423,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                 ("monitor", monitor),
             )
         }
+        masks = (
+            _per_subject(self.mask, n_subjects, True, "mask")
+            if multi and isinstance(self.mask, (list, tuple))
+            else [self.mask] * n_subjects
+        )
         stores, ids = self._fit_features(Xs)
         for store in stores:
             if len(store) < 3:
@@ -429,7 +440,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             if _numbers_not_in_an_array(y_s):
                 y_s = np.asarray(y_s, dtype=np.float64)
             one_d.append(getattr(y_s, "ndim", None) == 1)
-            Y, space = as_responses(y_s, coords=hooks["coords"][s])
+            Y, space = as_responses(y_s, mask=masks[s], coords=hooks["coords"][s])
             check_n_samples(len(stores[s]), Y)
             Ys.append(Y)
             spaces.append(space)
@@ -678,8 +689,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                 else:
                     values[key] = value
             space_meta.append(values)
+        # a mask image or array is not JSON: the fitted spaces carry the voxel selection
+        keep_mask = self.mask is None or isinstance(self.mask, (str, Path))
+        params = params_to_json(self, drop=() if keep_mask else ("mask",))
         meta = {
-            "params": params_to_json(self),
+            "params": params,
             "model_config": config,
             "spaces": space_meta,
             "history": self.history_,

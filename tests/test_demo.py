@@ -1,0 +1,43 @@
+"""The demo behind ``afo-encoding demo`` (a smoke run: two epochs)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from afo_encoding.demo import run_demo
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.slow
+def test_demo_prints_the_table_and_writes_the_scores(tmp_path, capsys):
+    summary = run_demo("fmri", out_dir=tmp_path, verbose=False, device="cpu", max_epochs=2)
+    out = capsys.readouterr().out
+    assert "noise ceiling" in out
+    for area in ("early", "mid", "late", "all"):
+        assert f"\n{area} " in out
+    assert [row["area"] for row in summary["areas"]] == ["early", "mid", "late", "all"]
+    assert summary["epochs"] == 2
+    assert all(0 < row["noise_ceiling"] <= 1 for row in summary["areas"])
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["areas"] == summary["areas"]
+    lines = (tmp_path / "scores.csv").read_text().splitlines()
+    assert lines[0].startswith("column,area,r,noise_ceiling")
+    assert len(lines) == 1 + summary["areas"][-1]["voxels"]
+    import nibabel as nib
+
+    img = nib.load(tmp_path / "test_r.nii.gz")
+    assert np.isfinite(img.get_fdata()).any()
+
+
+def test_demo_refuses_an_unknown_modality(tmp_path):
+    with pytest.raises(ValueError, match="modality"):
+        run_demo("ecog", out_dir=tmp_path)
