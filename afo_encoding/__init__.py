@@ -14,6 +14,7 @@ __version__ = "0.1.0.dev0"
 # public name -> module that defines it; imported lazily on first attribute access
 _LAZY = {
     "TopyEncoder": "afo_encoding.encoders.topy",
+    "LinearProbeEncoder": "afo_encoding.encoders.linear",
     "load": "afo_encoding.io",
     "as_responses": "afo_encoding.responses",
     "as_stimuli": "afo_encoding.stimuli",
