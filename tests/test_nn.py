@@ -497,6 +497,36 @@ def test_training_recovers_planted_positions_and_layers():
     assert float(chosen.min()) > 0.9
 
 
+def test_positions_are_computed_in_voxel_chunks(monkeypatch):
+    from afo_encoding.nn import readout
+
+    model = _model(n_voxels=(50,)).eval()
+    _perturb(model)
+    features = _features()
+    with torch.no_grad():
+        full = model(features, 0)
+        retina, layers = model.retina_map(0), model.layer_weights(0)
+        monkeypatch.setattr(readout, "_VOXEL_CHUNK", 8)
+        torch.testing.assert_close(model(features, 0), full)
+        torch.testing.assert_close(model.retina_map(0), retina)
+        torch.testing.assert_close(model.layer_weights(0), layers)
+
+
+@pytest.mark.parametrize("method", ["cells", "sampling"])
+def test_fused_readout_of_no_voxels(method):
+    maps = [torch.randn(2, 4, 3, 3, requires_grad=True)]
+    y = fused_readout(maps, torch.zeros(0, 2), torch.zeros(0, 4), torch.ones(0, 1), method=method)
+    assert y.shape == (2, 0)
+    y.sum().backward()
+
+
+def test_diverged_positions_are_reported():
+    maps = [torch.randn(2, 4, 3, 3)]
+    u = torch.tensor([[0.0, float("nan")]])
+    with pytest.raises(ValueError, match="diverged"):
+        fused_readout(maps, u, torch.ones(1, 4), torch.ones(1, 1))
+
+
 def test_float64_model():
     model = _model().double().eval()
     _perturb(model)

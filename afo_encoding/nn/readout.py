@@ -466,6 +466,11 @@ def fused_readout(
     device = maps[0].device
     if method == "sampling" or (method == "auto" and device.type != "cpu"):
         return _readout_by_sampling(maps, positions, weight, layer_weights, global_features)
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError(
+            "Voxel positions contain NaN or inf: the RetinaMapper diverged (lower the "
+            "learning rate or clip gradients)."
+        )
     dtype = _autocast_dtype(device.type) or maps[0].dtype
     weight = weight.to(dtype)
     shapes: dict[tuple[int, int], list[int]] = {}
@@ -493,7 +498,7 @@ def fused_readout(
         eta = layer_weights[:, layers]
         # coef[k l, n]: corner (or global) k, layer l, voxel n
         coef = (torch.cat(rows, dim=1).t()[:, None, :] * eta.t()[None]).to(dtype)
-        coef = coef.reshape(-1, coef.shape[-1]).contiguous()
+        coef = coef.reshape(coef.shape[0] * coef.shape[1], -1).contiguous()
         part = _FusedReadout.apply(stacked, glob, weight, coef, cell, grid_width,
                                    _CHUNK_ELEMENTS)
         y = part if y is None else y + part
