@@ -20,6 +20,8 @@ scores), so they also serve models fitted elsewhere.
   the brain response, per ROI (Figures 7 and 9).
 - :func:`plot_identification`: identification accuracy per ROI next to the encoding score
   (Figure 8).
+- :func:`plot_encoder_report`: all of the above for a fitted encoder and held-out data,
+  written to a folder (what ``afo-encoding demo`` does).
 
 matplotlib, nilearn's plotting and MNE are imported when a function runs, so importing
 this module is cheap; nothing in the package imports it.
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "plot_encoder_report",
     "plot_identification",
     "plot_layer_selector",
     "plot_retina_map",
@@ -976,3 +979,132 @@ def plot_identification(
     if title is not None:
         ax.set_title(title)
     return _finish(fig, output_file)
+
+
+# -- every figure of a fitted encoder --------------------------------------------------------
+
+
+def plot_encoder_report(
+    encoder: Any,
+    images: Any,
+    responses: Any,
+    out_dir: str | Path,
+    *,
+    rois: Any = None,
+    noise_ceiling: Any = None,
+    subject: int = 0,
+    n_rois: int = 6,
+    n_queries: int = 4,
+    k: int = 4,
+    fmt: str = "png",
+) -> dict[str, Path]:
+    """Write every figure of a fitted encoder, evaluated on held-out images, to a folder.
+
+    The encoder predicts ``images`` once; the figures are: the retina map over the first
+    image (``retina_map``), the LayerSelector and the RetinaMapper on the brain
+    (``layer_selector``, ``retinotopy``), the test scores per ROI with their noise
+    ceilings (``scores``), identification per ROI with the encoding scores
+    (``identification``), retrieval grids per ROI (``retrieval``) and the veROI
+    dendrogram of the head weights (``veroi_dendrogram``, when the encoder has
+    ``coef_``). The ``afo-encoding demo`` command calls it for the model it fits.
+
+    Parameters
+    ----------
+    encoder : fitted encoder
+        With ``predict``, ``space_`` and, for the model figures, ``retina_map_`` and
+        ``layer_weights_`` (figures whose attributes are missing are skipped).
+    images : images
+        Held-out images, in a form ``encoder.predict`` accepts; they are also the
+        candidate set of the retrieval figures.
+    responses : array-like | Niimg | SurfaceImage | mne.Epochs
+        The measured responses to ``images`` (any container the encoder was fitted on).
+    out_dir : str | Path
+        Folder for the figures (created if needed).
+    rois : array-like | None
+        ROI label of every voxel (kept or raw voxels); ``None``: all voxels as one ROI.
+    noise_ceiling : array-like | None
+        Per-voxel noise ceiling in units of Pearson r, drawn over the score violins.
+    subject : int
+        Which subject of a multi-subject encoder.
+    n_rois : int
+        Number of veROIs of the dendrogram's cut.
+    n_queries : int
+        Queries shown in the retrieval grid.
+    k : int
+        Retrieved images per query.
+    fmt : str
+        File format (extension): "png", "pdf", "svg"...
+
+    Returns
+    -------
+    paths : dict
+        Figure name -> file written.
+    """
+    import matplotlib.pyplot as plt
+
+    from .decoding import _measured_patterns, _predict, identification_accuracy
+    from .decoding import score_candidates as _score
+    from .metrics import pearson_r
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    space = _space(encoder, None, subject)
+    predictions = _predict(encoder, images, subject)
+    measured = _measured_patterns(encoder, responses, subject, predictions.shape[1])
+    n_voxels = predictions.shape[1]
+    keep = getattr(space, "keep", np.ones(n_voxels, dtype=bool))
+
+    def per_voxel(values: Any, name: str) -> np.ndarray | None:
+        if values is None:
+            return None
+        values = np.asarray(values).reshape(-1)
+        if values.size == keep.size != n_voxels:
+            values = values[keep]
+        if values.size != n_voxels:
+            raise ValueError(f"{name} must hold one value per voxel ({n_voxels}), got "
+                             f"{values.size}.")
+        return values
+
+    labels = per_voxel(rois, "rois")
+    labels = np.full(n_voxels, "all voxels") if labels is None else labels
+    ceiling = per_voxel(noise_ceiling, "noise_ceiling")
+    names = [roi for roi in dict.fromkeys(labels.tolist()) if np.sum(labels == roi) >= 2]
+    r = pearson_r(measured, predictions)
+    truth = np.arange(len(measured))
+    scores = {roi: _score(measured, predictions, voxels=labels == roi) for roi in names}
+    if len(names) > 1:
+        scores["all voxels"] = _score(measured, predictions)
+
+    paths: dict[str, Path] = {}
+
+    def save(name: str, fig: Figure) -> None:
+        paths[name] = out_dir / f"{name}.{fmt}"
+        fig.savefig(paths[name], dpi=150, bbox_inches="tight")
+        plt.close(fig)
+
+    if hasattr(encoder, "retina_map_"):
+        first = np.asarray(images[0]) if isinstance(images, np.ndarray) else None
+        save("retina_map", plot_retina_map(encoder, subject=subject, image=first))
+        save("retinotopy", plot_retinotopy(encoder, subject=subject))
+    if hasattr(encoder, "layer_weights_"):
+        save("layer_selector", plot_layer_selector(encoder, subject=subject, kind="weights"))
+    save("scores", plot_score_distributions(
+        r, labels, noise_ceiling=ceiling,
+        title=f"test scores ({len(measured)} images, {n_voxels} voxels)"))
+    results = {roi: identification_accuracy(s, truth) for roi, s in scores.items()}
+    encoding = {roi: r if roi == "all voxels" and len(names) > 1 else r[labels == roi]
+                for roi in scores}
+    save("identification", plot_identification(
+        results, encoding, title=f"identification among {len(measured)} images"))
+    save("retrieval", plot_retrieval_grid(images, scores, truth,
+                                          queries=list(range(min(n_queries, len(truth)))),
+                                          k=min(k, len(truth))))
+    if getattr(encoder, "coef_", None) is not None:
+        from .parcellation import veroi
+
+        coef = _fitted(encoder, "coef_", subject)
+        n_points = min(200, coef.shape[0])
+        cut = min(n_rois, n_points)
+        _, linkage = veroi(coef, n_rois=cut, n_prefilter=n_points, random_state=0)
+        save("veroi_dendrogram", plot_veroi_dendrogram(linkage, n_rois=cut))
+    return paths

@@ -251,3 +251,39 @@ def test_identification_bars_with_chance_and_encoding_scores():
     assert ax.patches[0].get_height() == pytest.approx(results["early"].top1)
     with pytest.raises(ValueError, match="has no"):
         plotting.plot_identification(results, k=(1, 10))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["fmri", "eeg"])
+def test_report_of_a_fitted_topy_encoder(modality, tmp_path):
+    import torch
+
+    from afo_encoding import TopyEncoder
+
+    data = make_retinotopic_dataset(n_images=40, n_voxels=60, image_size=32,
+                                    modality=modality, random_state=0)
+    if modality == "fmri":
+        from nilearn.image import index_img
+
+        train, test = index_img(data.responses, range(30)), index_img(data.responses,
+                                                                      range(30, 40))
+    else:
+        train, test = data.responses[:30], data.responses[30:]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        enc = TopyEncoder(backbone_params={"image_size": 32, "n_scales": 2}, d_model=8,
+                          max_epochs=2, top_k=1, device="cpu", mask=data.mask,
+                          random_state=0).fit(data.images[:30], train)
+    finally:
+        torch.set_num_threads(previous)
+    fig = plotting.plot_retina_map(enc, image=data.images[0])
+    assert scatter_points(fig.axes[0]) == enc.space_.n_voxels
+    assert all(t.get_text().startswith("scale") for t in fig.axes[0].get_legend().get_texts())
+    paths = plotting.plot_encoder_report(enc, data.images[30:], test, tmp_path,
+                                         rois=data.rois, noise_ceiling=data.noise_ceiling,
+                                         n_rois=3, n_queries=2, k=3)
+    assert set(paths) == {"retina_map", "retinotopy", "layer_selector", "scores",
+                          "identification", "retrieval", "veroi_dendrogram"}
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
+    assert plt.get_fignums() == [1]  # the report closes its figures
