@@ -120,8 +120,11 @@ class _RowStandardizer:
                     casting="same_kind")
         if first:
             sum_sq = np.einsum("ij,ij->i", out, out, dtype=np.float64)
+            # exact test: a rounded mean leaves a tiny non-zero residue on constant rows
+            constant = rows.max(axis=1) == rows.min(axis=1)
             with np.errstate(divide="ignore"):
-                self.scale[start:stop] = np.where(sum_sq > 0, 1.0 / np.sqrt(sum_sq), 0.0)
+                self.scale[start:stop] = np.where(constant | (sum_sq == 0), 0.0,
+                                                  1.0 / np.sqrt(sum_sq))
             self.known[start:stop] = True
         out *= self.scale[start:stop, None].astype(self.dtype)
         return out
