@@ -46,6 +46,8 @@ _CYCLES_PER_IMAGE = (16, 8, 4)  # Gabor wavelengths: image_size / 16, / 8, / 4 p
 _POOL_GRID = (32, 16, 8)  # energy maps sampled on these grids before pRF pooling
 _N_FEATURES = 10  # width of the per-voxel feature arrays (late: 4 energies + 6 categories)
 _CATEGORY_PATCH_MM = 12.0
+_CONTRAST_ENVELOPE_GAIN = 0.7  # background local contrast: exp(gain * smooth field)
+_CONTRAST_ENVELOPE_CYCLES = 1.5  # low-pass sd of that field, cycles per image
 _EXPONENT = 0.5  # compressive nonlinearity on pooled energy (Kay et al. 2013)
 # EEG/MEG
 _SFREQ = 100.0
@@ -78,9 +80,11 @@ def make_retinotopic_dataset(
     **Images.** Each image holds one object of a category in :data:`CATEGORIES` (disc,
     square, triangle, cross, star, ring) at a random position (centre uniform in
     [-0.6, 0.6]^2 grid units), radius (0.2-0.45 of the image half-width), orientation,
-    contrast polarity, colour and fill texture (a grating of random orientation and
-    wavelength), on a naturalistic background: 1/f^alpha noise (alpha 0.9-1.3, random
-    mean luminance, contrast and colour tint). RGB uint8.
+    luminance step (0.15-0.4, either polarity), colour and fill texture (a grating of
+    random orientation and wavelength), on a naturalistic background: 1/f^alpha noise
+    (alpha 0.9-1.3) whose local contrast varies smoothly across the image
+    (``exp(0.7 G)``, ``G`` a Gaussian field low-passed at 1.5 cycles per image), with
+    random mean luminance, contrast and colour tint. RGB uint8.
 
     **Anatomy.** Voxels lie in the occipital gray matter of the ICBM 2009a MNI152
     template bundled with nilearn (gray-matter probability > 0.5, y <= -60 mm, above a
@@ -209,6 +213,9 @@ def make_retinotopic_dataset(
         - ``sources``: Bunch of the cortical voxels (``coords`` MNI mm, ``prf_center``,
           ``prf_size``, ``rois``, ``feature_type``, ``ncsnr`` (fMRI) or ``signal``
           (EEG/MEG)); the same voxels as the columns for fMRI.
+        - ``energy_map``: float32 (n_images, 32, 32), fine-scale Gabor energy summed
+          over orientations on the early pooling grid (rows y): the low-level layout of
+          each image, what early voxels read.
         - ``object_category`` int (n_images,) into ``category_names``;
           ``object_position`` (n_images, 2) grid convention; ``object_size`` radius in
           grid units; ``object_orientation`` radians.
@@ -258,6 +265,7 @@ def make_retinotopic_dataset(
         clock.log(f"{modality} responses and noise")
     out.update(
         images=images,
+        energy_map=maps[0].sum(axis=1),
         object_category=objects["category"],
         object_position=objects["position"],
         object_size=objects["size"],
@@ -346,17 +354,29 @@ def _object_sdf(category: str, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     raise ValueError(category)
 
 
-def _pink_noise(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-sd 1/f^alpha noise images (alpha per image in [0.9, 1.3])."""
+def _background(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-sd naturalistic textures: 1/f^alpha noise under a contrast envelope.
+
+    The amplitude spectrum falls as 1/f^alpha (alpha per image in [0.9, 1.3]); the local
+    contrast is modulated by ``exp(0.7 G)``, with ``G`` a smooth Gaussian field (low-pass,
+    sd 1.5 cycles per image): as in natural images (a Gaussian scale mixture), contrast
+    varies from place to place instead of being stationary.
+    """
     from scipy import fft
 
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
-    f[0, 0] = 1.0
+    f = (f * size).astype(np.float32)  # cycles per image
     alpha = rng.uniform(0.9, 1.3, size=(n, 1, 1)).astype(np.float32)
     spectrum = fft.fft2(rng.standard_normal((n, size, size), dtype=np.float32))
-    spectrum *= np.exp(-alpha * np.log(f, dtype=np.float32)[None])
+    spectrum *= np.exp(-alpha * np.log(np.maximum(f, 1.0))[None])
     spectrum[:, 0, 0] = 0.0
     noise = fft.ifft2(spectrum).real
+    envelope = fft.fft2(rng.standard_normal((n, size, size), dtype=np.float32))
+    envelope *= np.exp(-(f**2) / (2 * _CONTRAST_ENVELOPE_CYCLES**2))[None]
+    field = fft.ifft2(envelope).real
+    field /= field.std(axis=(1, 2), keepdims=True)
+    noise *= np.exp(_CONTRAST_ENVELOPE_GAIN * field)
+    noise -= noise.mean(axis=(1, 2), keepdims=True)
     noise /= noise.std(axis=(1, 2), keepdims=True)
     return noise
 
@@ -379,7 +399,7 @@ def _make_images(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarra
     tex_orient = rng.uniform(0, np.pi, size=n)
     tex_wavelength = rng.uniform(0.1, 0.4, size=n)  # grid units (image width = 2)
     tex_amplitude = rng.uniform(0.0, 0.25, size=n)
-    background = _pink_noise(n, size, rng)
+    background = _background(n, size, rng)
 
     def per_image(a):
         return np.asarray(a, dtype=np.float32)[:, None, None]
