@@ -16,7 +16,8 @@ with the ratio ours / neuralpredictors (below 1: ours is faster), both in wall-c
 in CPU time of the process (steadier on a machine shared with other jobs). The default is
 one thread, for the same reason; ``--threads`` changes it.
 
-Run: ``python benchmarks/bench_readout.py [--voxels 8000 50000] [--repeats 5] [--threads 1]``.
+Run: ``python benchmarks/bench_readout.py [--voxels 8000 50000] [--repeats 5] [--threads 1]
+[--device cpu]``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from afo_encoding.nn import SubjectReadout
 BATCH, DIM, SIZE = 128, 256, 16
 
 
-def ours(coords, n_layers, use_global):
+def ours(coords, n_layers, use_global, device):
     readout = SubjectReadout(coords, n_layers=n_layers, d_model=DIM).train()
     gen = torch.Generator().manual_seed(0)
     # move the zero-initialised last layer so that voxels spread over the image
@@ -44,9 +45,10 @@ def ours(coords, n_layers, use_global):
         last.weight.copy_(torch.randn(last.weight.shape, generator=gen))
     # channels-last, as the conv adapters give them
     maps = [torch.randn(BATCH, DIM, SIZE, SIZE, generator=gen)
-            .contiguous(memory_format=torch.channels_last).requires_grad_(True)
+            .contiguous(memory_format=torch.channels_last).to(device).requires_grad_(True)
             for _ in range(n_layers)]
-    glob = torch.randn(BATCH, n_layers, DIM, generator=gen, requires_grad=True)
+    glob = torch.randn(BATCH, n_layers, DIM, generator=gen).to(device).requires_grad_(True)
+    readout.to(device)
 
     def step():
         y = readout(maps, glob if use_global else None)
@@ -55,9 +57,9 @@ def ours(coords, n_layers, use_global):
     return readout, step
 
 
-def neuralpredictors(coords, chunk):
+def neuralpredictors(coords, chunk, device):
     gen = torch.Generator().manual_seed(0)
-    maps = torch.randn(BATCH, DIM, SIZE, SIZE, generator=gen, requires_grad=True)
+    maps = torch.randn(BATCH, DIM, SIZE, SIZE, generator=gen).to(device).requires_grad_(True)
     readouts = []
     for start in range(0, len(coords), chunk):
         part = coords[start:start + chunk]
@@ -65,7 +67,7 @@ def neuralpredictors(coords, chunk):
             (DIM, SIZE, SIZE), len(part), bias=True,
             grid_mean_predictor={"hidden_layers": 2, "hidden_features": 128, "final_tanh": True},
             source_grid=part,
-        ).train())
+        ).to(device).train())
 
     def step():
         for readout in readouts:
@@ -75,13 +77,16 @@ def neuralpredictors(coords, chunk):
     return readouts, step
 
 
-def timed(module, step):
+def timed(module, step, device):
     """Wall-clock and CPU seconds of one step."""
     modules = module if isinstance(module, list) else [module]
     for m in modules:
         m.zero_grad(set_to_none=True)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
     wall, cpu = time.perf_counter(), time.process_time()
     step()
+    sync()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -92,10 +97,14 @@ def main(argv=None):
     parser.add_argument("--np-chunk", type=int, default=8000,
                         help="neurons per neuralpredictors readout (memory)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (ours then uses its 'sampling' strategy)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batch {BATCH}, "
+    print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} thread(s); "
+          f"batch {BATCH}, "
           f"D {DIM}, maps {SIZE}x{SIZE}; forward + backward, median of {args.repeats}; "
           f"neuralpredictors {args.np_chunk} neurons per readout")
     print(f"{'voxels':>7} {'clock':>5} {'ours L=1':>9} {'npred':>8} {'ratio':>6} "
@@ -103,16 +112,16 @@ def main(argv=None):
     for n in args.voxels:
         coords = np.random.default_rng(0).normal(scale=30, size=(n, 3))
         runs = {
-            "ours1": ours(coords, 1, use_global=False),
-            "np": neuralpredictors(coords, args.np_chunk),
-            "ours4": ours(coords, 4, use_global=True),
+            "ours1": ours(coords, 1, use_global=False, device=device),
+            "np": neuralpredictors(coords, args.np_chunk, device),
+            "ours4": ours(coords, 4, use_global=True, device=device),
         }
         times = {k: [] for k in runs}
         for module, step in runs.values():
-            timed(module, step)  # warm-up
+            timed(module, step, device)  # warm-up
         for _ in range(args.repeats):
             for k, (module, step) in runs.items():
-                times[k].append(timed(module, step))
+                times[k].append(timed(module, step, device))
         for i, clock in enumerate(("wall", "cpu")):
             med = {k: statistics.median(t[i] for t in v) for k, v in times.items()}
             print(f"{n:>7} {clock:>5} {med['ours1']:>8.3f}s {med['np']:>7.3f}s "

@@ -362,6 +362,24 @@ def test_backbone_gets_no_gradient():
     assert model.adapters[0].blocks[0].conv.weight.grad is not None
 
 
+def test_hook_backbone_gets_no_gradient():
+    """With the package's Backbone around a small network, even one made trainable again."""
+    from afo_encoding.backbones import get_backbone
+    from afo_encoding.stimuli import InputSpec
+
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(6, 5, 3, stride=2, padding=1))
+    spec = InputSpec(size=(12, 12), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    backbone = get_backbone(net, layers=["0", "2"], input_spec=spec)
+    coords = [np.random.default_rng(0).normal(size=(20, 3))]
+    model = TopyNet(backbone.local_channels, backbone.global_dims, coords, d_model=D,
+                    hidden=16, n_frequencies=4)
+    net.requires_grad_(True)
+    model(backbone(torch.randn(B, 3, 12, 12)), 0).sum().backward()
+    assert all(p.grad is None for p in net.parameters())
+    assert model.heads[0].weight.grad is not None
+
+
 def test_subjects_only_get_gradients_from_their_own_voxels():
     model = _model(n_voxels=(20, 30))
     _perturb(model)
