@@ -1,0 +1,287 @@
+"""AllForOneEncoder: the recipe's wiring, dark knowledge, resuming, saving (small, fast fits).
+
+The scientific claims (veROI finds the planted areas, stage 2 beats stage 1...) are in
+``test_afo_science.py``; here every fit is a few epochs on precomputed 2D features.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import afo_encoding.encoders.afo as afo_module
+from afo_encoding.encoders.afo import AllForOneEncoder, random_rois_like
+from afo_encoding.encoders.topy import TopyEncoder
+from afo_encoding.io import load
+
+N_SAMPLES, N_FEATURES, N_VOXELS = 72, 6, 12
+LABELS = np.repeat(["v1", "v2", "v3"], [5, 4, 3])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+    torch.set_num_threads(previous)
+
+
+def _data(seed=0, n=N_SAMPLES):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    W = rng.normal(size=(N_FEATURES, N_VOXELS))
+    Y = (X @ W + rng.normal(size=(n, N_VOXELS))).astype(np.float32)
+    coords = rng.normal(size=(N_VOXELS, 3))
+    return X, Y, coords
+
+
+def _estimator(**kw):
+    params = {
+        "d_model": 4,
+        "max_epochs": 2,
+        "n_iter_no_change": 2,
+        "top_k": 1,
+        "soup": False,
+        "batch_size": 32,
+        "device": "cpu",
+    }
+    return TopyEncoder(**{**params, **kw})
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Record the keywords of every TopyEncoder fit (the stage fits run in this process)."""
+    calls = []
+    original = TopyEncoder.fit
+
+    def recording(self, X, y, **kw):
+        calls.append({"n_samples": len(y) if not isinstance(y, list) else len(y[0]), **kw})
+        return original(self, X, y, **kw)
+
+    monkeypatch.setattr(TopyEncoder, "fit", recording)
+    return calls
+
+
+def test_stage_fits_get_the_recipe_hooks(fit_calls):
+    X, Y, coords = _data()
+    AllForOneEncoder(_estimator(), rois=LABELS, dark_knowledge="in_sample", random_state=0).fit(
+        X, Y, coords=coords
+    )
+    assert len(fit_calls) == 7  # 3 ROI models in stages 1 and 2, then stage 3
+    stage1, stage2, stage3 = fit_calls[:3], fit_calls[3:6], fit_calls[6]
+    for k, roi in enumerate(["v1", "v2", "v3"]):
+        in_roi = np.asarray(roi == LABELS)
+        # stage 1: ground truth of the ROI only, monitored on the ROI, no teacher
+        np.testing.assert_array_equal(stage1[k]["loss_weight"], in_roi.astype(np.float32))
+        np.testing.assert_array_equal(stage1[k]["monitor"], in_roi)
+        assert "soft_targets" not in stage1[k]
+        # stage 2: ground truth on the ROI, every other voxel learns its own ROI model's
+        # stage-1 prediction, checkpoints chosen on the ROI
+        np.testing.assert_array_equal(stage2[k]["loss_weight"], in_roi.astype(np.float32))
+        np.testing.assert_array_equal(stage2[k]["soft_weight"], (~in_roi).astype(np.float32))
+        np.testing.assert_array_equal(stage2[k]["monitor"], in_roi)
+        assert stage2[k]["soft_targets"].shape == (N_SAMPLES, N_VOXELS)
+    # stage 3: ground truth and dark knowledge everywhere, all voxels monitored
+    assert "loss_weight" not in stage3
+    assert "monitor" not in stage3
+    np.testing.assert_array_equal(stage3["soft_weight"], np.ones(N_VOXELS, np.float32))
+    # the stage-2 teacher of a voxel is the stage-1 model of its ROI, on its voxels only
+    assert not np.allclose(stage3["soft_targets"], stage2[0]["soft_targets"])
+
+
+def test_recipe_with_out_of_fold_teachers_predicts_like_a_topy_encoder(fit_calls):
+    X, Y, coords = _data()
+    X[1::2] = X[::2]  # every image shown twice: repeats must stay in one fold
+    afo = AllForOneEncoder(_estimator(), rois=LABELS, n_folds=2, random_state=0)
+    folds = afo._folds([afo_module.row_ids(X)], np.random.RandomState(0))
+    assert len(folds) == 2
+    predicted = np.concatenate([f[1][0] for f in folds])
+    np.testing.assert_array_equal(np.sort(predicted), np.arange(N_SAMPLES))
+    for train, predict in folds:
+        assert not set(train[0]) & set(predict[0])
+        assert not {X[i].tobytes() for i in train[0]} & {X[i].tobytes() for i in predict[0]}
+    afo.fit(X, Y, coords=coords)
+    # stages 1 and 2: 3 ROIs x 2 folds, each fit on half of the images; stage 3: one on all
+    assert len(fit_calls) == 13
+    assert [c["n_samples"] for c in fit_calls[:12]] == [N_SAMPLES // 2] * 12
+    assert fit_calls[-1]["n_samples"] == N_SAMPLES
+    assert list(afo.stage_scores_.index) == ["stage1", "stage2", "stage3"]
+    assert list(afo.stage_scores_.columns) == ["v1", "v2", "v3", "all"]
+    assert isinstance(afo.stage_scores_, pd.DataFrame)
+    assert np.all(np.isfinite(afo.stage_scores_.to_numpy()))
+    assert afo.rois_.tolist() == ["v1", "v2", "v3"]
+    np.testing.assert_array_equal(afo.rois_[afo.roi_labels_], LABELS)
+    assert afo.stage_voxel_scores_["stage1"].shape == (N_VOXELS,)
+    # the result predicts like the final TopyEncoder
+    pred = afo.predict(X)
+    assert pred.shape == (N_SAMPLES, N_VOXELS)
+    np.testing.assert_array_equal(pred, afo.final_estimator_.predict(X))
+    assert afo.score(X, Y) == pytest.approx(afo.final_estimator_.score(X, Y))
+    assert afo.coef_.shape == (N_VOXELS, 4)
+    assert afo.retina_map_.shape == (N_VOXELS, 2)
+    assert afo.layer_weights_.shape[0] == N_VOXELS
+    assert afo.inverse_transform(pred).shape == (N_SAMPLES, N_VOXELS)
+
+
+def test_missing_or_misshaped_teacher_is_an_error():
+    X, Y, coords = _data()
+    spec = afo_module._FitSpec(
+        "s", "stage2", 0, None, [np.arange(N_SAMPLES)], [None], use_soft_targets=True,
+        soft_weight=[np.ones(N_VOXELS, np.float32)],
+    )  # fmt: skip
+    params = {
+        k: v
+        for k, v in _estimator().get_params().items()
+        if k not in ("random_state", "checkpoint_dir")
+    }
+    with pytest.raises(ValueError, match="teacher predictions are missing"):
+        afo_module._run_fit(spec, params, [X], [Y], [coords], None, False, 0, None)
+    with pytest.raises(ValueError, match="soft_targets must have one value per voxel"):
+        afo_module._run_fit(spec, params, [X], [Y], [coords], [Y[:, :3]], False, 0, None)
+
+
+def test_ablations_naive_nodk_and_extra_round(fit_calls):
+    X, Y, coords = _data()
+    naive = AllForOneEncoder(_estimator(), recipe="naive", random_state=0).fit(X, Y, coords=coords)
+    assert len(fit_calls) == 1
+    assert list(naive.stage_scores_.index) == ["naive"]
+    assert naive.predict(X).shape == (N_SAMPLES, N_VOXELS)
+    fit_calls.clear()
+    common = {"rois": LABELS, "dark_knowledge": "in_sample", "random_state": 0}
+    AllForOneEncoder(_estimator(), helpers="ground_truth", **common).fit(X, Y, coords=coords)
+    for call in fit_calls[3:6]:  # NoDK: the helpers learn their ground truth
+        np.testing.assert_array_equal(call["loss_weight"], np.ones(N_VOXELS, np.float32))
+        assert "soft_targets" not in call
+    fit_calls.clear()
+    s21 = AllForOneEncoder(_estimator(), n_stage2_rounds=2, **common).fit(X, Y, coords=coords)
+    assert len(fit_calls) == 10
+    assert list(s21.stage_scores_.index) == ["stage1", "stage2", "stage2+1", "stage3"]
+
+
+def test_random_rois():
+    labels = np.repeat([3, 7], [8, 4])
+    shuffled = random_rois_like(labels, random_state=0)
+    assert np.bincount(shuffled).tolist() == np.bincount(labels).tolist()
+    assert not np.array_equal(shuffled, labels)
+    two = random_rois_like([labels, labels[:6]], random_state=0)
+    assert [len(t) for t in two] == [12, 6]
+    X, Y, coords = _data()
+    afo = AllForOneEncoder(
+        _estimator(), rois="random", n_rois=[2, 1], dark_knowledge="in_sample", random_state=0
+    ).fit(X, Y, coords=coords)
+    assert np.bincount(afo.roi_labels_).tolist() == [8, 4]
+
+
+def test_veroi_rois_come_from_a_first_all_roi_model(fit_calls):
+    X, Y, coords = _data()
+    afo = AllForOneEncoder(
+        _estimator(), rois="veroi", n_rois=2, dark_knowledge="in_sample", random_state=0
+    ).fit(X, Y, coords=coords)
+    assert len(fit_calls) == 1 + 2 + 2 + 1
+    assert list(afo.stage_scores_.index) == ["naive", "stage1", "stage2", "stage3"]
+    assert sorted(np.unique(afo.roi_labels_).tolist()) == [0, 1]
+    assert afo.veroi_linkage_.shape[1] == 4
+
+
+def test_several_subjects():
+    X, Y, coords = _data()
+    X2, Y2, coords2 = _data(seed=1, n=60)
+    labels2 = np.repeat(["v3", "v2", "v1"], [4, 4, 4])
+    afo = AllForOneEncoder(
+        _estimator(),
+        rois=[LABELS, labels2],
+        dark_knowledge="in_sample",
+        random_state=0,
+        keep_stage_estimators=True,
+    ).fit([X, X2], [Y, Y2], coords=[coords, coords2])
+    assert afo.rois_.tolist() == ["v1", "v2", "v3"]
+    np.testing.assert_array_equal(afo.rois_[afo.roi_labels_[1]], labels2)
+    assert afo.predict(X2, subject=1).shape == (60, N_VOXELS)
+    assert len(afo.stage_voxel_scores_["stage2"]) == 2
+    assert len(afo.stage_estimators_["stage1"]) == 3
+    assert len(afo.stage_estimators_["stage1"][0]) == 1
+    with pytest.raises(ValueError, match="no voxel in subject"):
+        AllForOneEncoder(_estimator(), rois=[LABELS, np.repeat("v1", 12)]).fit(
+            [X, X2], [Y, Y2], coords=[coords, coords2]
+        )
+
+
+def test_save_load_round_trip(tmp_path):
+    X, Y, coords = _data()
+    afo = AllForOneEncoder(
+        _estimator(), rois=LABELS, dark_knowledge="in_sample", random_state=0
+    ).fit(X, Y, coords=coords)
+    path = afo.save(tmp_path / "afo.safetensors")
+    loaded = load(path)
+    assert isinstance(loaded, AllForOneEncoder)
+    np.testing.assert_allclose(loaded.predict(X), afo.predict(X), rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(loaded.stage_scores_, afo.stage_scores_)
+    np.testing.assert_array_equal(loaded.roi_labels_, afo.roi_labels_)
+    np.testing.assert_array_equal(loaded.rois_, afo.rois_)
+    assert loaded.get_params()["estimator"].d_model == 4
+    np.testing.assert_allclose(
+        loaded.stage_voxel_scores_["stage1"], afo.stage_voxel_scores_["stage1"]
+    )
+
+
+def test_interrupted_recipe_resumes_without_redoing_finished_fits(tmp_path, monkeypatch):
+    X, Y, coords = _data()
+    calls = []
+    original = TopyEncoder.fit
+
+    def crash_in_stage2(self, X, y, **kw):
+        if "soft_targets" in kw:
+            raise KeyboardInterrupt("simulated crash in stage 2")
+        calls.append(1)
+        return original(self, X, y, **kw)
+
+    params = {
+        "rois": LABELS,
+        "dark_knowledge": "in_sample",
+        "random_state": 0,
+        "checkpoint_dir": tmp_path,
+    }
+    monkeypatch.setattr(TopyEncoder, "fit", crash_in_stage2)
+    with pytest.raises(KeyboardInterrupt):
+        AllForOneEncoder(_estimator(), **params).fit(X, Y, coords=coords)
+    assert len(calls) == 3  # stage 1 finished
+
+    def counting(self, X, y, **kw):
+        calls.append(1)
+        return original(self, X, y, **kw)
+
+    calls.clear()
+    monkeypatch.setattr(TopyEncoder, "fit", counting)
+    resumed = AllForOneEncoder(_estimator(), **params).fit(X, Y, coords=coords)
+    assert len(calls) == 3 + 1  # only stage 2 and stage 3 were fitted
+    monkeypatch.setattr(TopyEncoder, "fit", original)
+    fresh = AllForOneEncoder(_estimator(), **{**params, "checkpoint_dir": None}).fit(
+        X, Y, coords=coords
+    )
+    pd.testing.assert_frame_equal(resumed.stage_scores_, fresh.stage_scores_, atol=1e-5)
+
+
+def test_bad_parameters_get_clear_errors():
+    X, Y, coords = _data()
+    bad = [
+        ({"recipe": "mix"}, "recipe must be one of"),
+        ({"helpers": "noise"}, "helpers must be one of"),
+        ({"dark_knowledge": "oof"}, "dark_knowledge must be one of"),
+        ({"n_folds": 1}, "n_folds must be an integer >= 2"),
+        ({"n_stage2_rounds": 0}, "n_stage2_rounds"),
+        ({"soft_weight": 0.0}, "soft_weight must be a positive"),
+        ({"rois": "atlas"}, "rois must be 'veroi', 'random'"),
+        ({"rois": LABELS[:5]}, "one label per voxel"),
+        ({"rois": np.r_[np.nan, np.zeros(11)]}, "contain NaN"),
+    ]
+    for params, message in bad:
+        with pytest.raises(ValueError, match=message):
+            AllForOneEncoder(_estimator(), **params).fit(X, Y, coords=coords)
+    with pytest.raises(TypeError, match="estimator must be a TopyEncoder"):
+        AllForOneEncoder(estimator="ridge").fit(X, Y, coords=coords)
