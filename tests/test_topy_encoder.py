@@ -165,6 +165,18 @@ def test_predict_is_chunked_over_voxels_with_the_same_result(monkeypatch):
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 
 
+def test_responses_in_any_units_train_alike():
+    # EEG in volts, MEG in tesla: the network sees z-scored voxels and predicts in y's units
+    X, y, coords = linear_problem()
+    a = TopyEncoder(**TINY, random_state=0).fit(X, y, coords=coords)
+    for scale, offset in ((1e-6, 0.0), (10.0, 50.0)):
+        b = TopyEncoder(**TINY, random_state=0).fit(X, scale * y + offset, coords=coords)
+        np.testing.assert_allclose(
+            b.predict(X), scale * a.predict(X) + offset, rtol=1e-3, atol=1e-3 * scale
+        )
+        np.testing.assert_allclose(b.history_["val_score"], a.history_["val_score"], atol=1e-3)
+
+
 def test_one_dimensional_y_gives_one_dimensional_predictions():
     X, y, coords = linear_problem(n_voxels=1)
     enc = TopyEncoder(**TINY, random_state=0).fit(X, y[:, 0], coords=coords)

@@ -58,6 +58,20 @@ def _to_kept_voxels(value: Any, space, name: str) -> Any:
     return arr
 
 
+def _voxel_mean_scale(Y: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of every column over ``rows`` (float64, in chunks of
+    columns so that no copy of ``Y`` is made); a zero deviation becomes 1."""
+    mean = np.empty(Y.shape[1])
+    scale = np.empty(Y.shape[1])
+    step = max(1, 2**24 // max(len(rows), 1))
+    for start in range(0, Y.shape[1], step):
+        block = Y[:, start : start + step][rows].astype(np.float64)
+        mean[start : start + step] = block.mean(0)
+        scale[start : start + step] = block.std(0)
+    scale[scale == 0] = 1.0
+    return mean, scale
+
+
 def _numbers_not_in_an_array(y: Any) -> bool:
     """Numeric responses given as nested lists, an object array or an array-like."""
     if isinstance(y, (list, tuple)):
@@ -186,6 +200,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         Per epoch: ``epoch``, ``train_loss``, ``val_score``, ``val_score_subjects``,
         ``seconds``; then ``best_epoch``, ``best_score``, ``soup_epochs``,
         ``final_score``, ``stopped_early`` (see :class:`afo_encoding.training.FitResult`).
+        The training loss is in z-scored units of every voxel.
     n_iter_ : int
         Epochs run.
     n_subjects_ : int
@@ -200,6 +215,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
     features (one layer: a 1x1 map and a global vector), which is how scikit-learn's
     estimator checks see this estimator. ``y`` is anything
     :func:`afo_encoding.as_responses` takes (array, Niimg, SurfaceImage, Epochs).
+
+    The network trains on every voxel z-scored over the training images (as the paper's
+    data were), so responses in volts, tesla or percent signal change train alike; each
+    voxel's mean and scale are then folded into its head, so predictions, ``coef_`` and
+    ``intercept_`` are in the units of ``y``.
 
     Examples
     --------
@@ -453,10 +473,12 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             for i in ids
         ]
         fit_seed = int(rng.randint(np.iinfo(np.int32).max)) if seeded else None
-        subjects = []
+        subjects, standardizers = [], []
         for s in range(n_subjects):
             train, val = validation_split(ids[s], self.validation_fraction, split_seeds[s])
             space = spaces[s]
+            mean, scale = _voxel_mean_scale(Ys[s], train)
+            standardizers.append((mean, scale))
             subjects.append(
                 SubjectData(
                     stores[s],
@@ -467,6 +489,8 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                     soft_targets=_to_kept_voxels(hooks["soft_targets"][s], space, "soft_targets"),
                     soft_weight=_to_kept_voxels(hooks["soft_weight"][s], space, "soft_weight"),
                     monitor=_monitor_to_kept(hooks["monitor"][s], space),
+                    target_mean=mean,
+                    target_scale=scale,
                 )
             )
         with torch.random.fork_rng(devices=[]):
@@ -521,7 +545,15 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             verbose=self.verbose,
             callbacks=callbacks,
         )
-        self.model_ = model.cpu().eval()
+        model = model.cpu().eval()
+        # the network learnt z-scored voxels: fold each voxel's scale and mean into its head
+        # (y = m.w / D + b is linear in w and b), so that it predicts in the units of y
+        with torch.no_grad():
+            for head, (mean, scale) in zip(model.heads, standardizers):
+                scale_t = torch.from_numpy(scale).to(head.weight.dtype)
+                head.weight.mul_(scale_t[:, None])
+                head.bias.mul_(scale_t).add_(torch.from_numpy(mean).to(head.bias.dtype))
+        self.model_ = model
         self.n_subjects_ = n_subjects
         self._listed = multi
         self._one_d = one_d

@@ -108,6 +108,8 @@ def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str
             data.soft_targets,
             data.soft_weight,
             data.monitor_index,
+            data.target_mean,
+            data.target_scale,
         ):
             _update(h, arr)
     return h.hexdigest()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 
-def _as_voxel_vector(value, n_voxels: int, name: str) -> np.ndarray | None:
+def _as_voxel_vector(value, n_voxels: int, name: str, signed: bool = False) -> np.ndarray | None:
     if value is None:
         return None
     vec = np.asarray(value, dtype=np.float32)
@@ -24,8 +24,8 @@ def _as_voxel_vector(value, n_voxels: int, name: str) -> np.ndarray | None:
         vec = np.full(n_voxels, float(vec), dtype=np.float32)
     if vec.shape != (n_voxels,):
         raise ValueError(f"{name} must be a scalar or have shape ({n_voxels},), got {vec.shape}.")
-    if not np.all(np.isfinite(vec)) or np.any(vec < 0):
-        raise ValueError(f"{name} must be finite and non-negative.")
+    if not np.all(np.isfinite(vec)) or (not signed and np.any(vec < 0)):
+        raise ValueError(f"{name} must be finite{'' if signed else ' and non-negative'}.")
     return vec
 
 
@@ -51,6 +51,10 @@ class SubjectData:
     monitor : ndarray of int or bool, shape (n_voxels,) | None
         Voxels whose mean validation Pearson r drives early stopping, checkpoint choice and
         the soup; ``None`` means all voxels.
+    target_mean, target_scale : ndarray, shape (n_voxels,) | None
+        The loss sees ``(y - target_mean) / target_scale`` for the targets and the soft
+        targets (z-scored voxels, whatever their units: volts, tesla, % signal); the model
+        then predicts in these units. Validation (Pearson r) does not depend on them.
     """
 
     features: Any
@@ -61,6 +65,8 @@ class SubjectData:
     soft_targets: np.ndarray | None = None
     soft_weight: Any = None
     monitor: np.ndarray | None = None
+    target_mean: np.ndarray | None = None
+    target_scale: np.ndarray | None = None
     monitor_index: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -105,6 +111,15 @@ class SubjectData:
                 )
             if not np.all(np.isfinite(self.soft_targets[self.train_index])):
                 raise ValueError("soft_targets contain NaN or inf on training samples.")
+        if (self.target_mean is None) != (self.target_scale is None):
+            raise ValueError("target_mean and target_scale go together (or neither).")
+        if self.target_mean is not None:
+            self.target_mean = _as_voxel_vector(
+                self.target_mean, n_voxels, "target_mean", signed=True
+            )
+            self.target_scale = _as_voxel_vector(self.target_scale, n_voxels, "target_scale")
+            if np.any(self.target_scale == 0):
+                raise ValueError("target_scale must be > 0 for every voxel.")
         if self.monitor is None:
             self.monitor_index = np.arange(n_voxels)
         else:

@@ -210,6 +210,18 @@ def _feature_dtype(module: torch.nn.Module) -> torch.dtype:
     return torch.float32 if param is None else param.dtype
 
 
+def _take(arr, samples, cols, device, standardize: SubjectData | None = None):
+    """Rows ``samples`` and columns ``cols`` of a (samples, voxels) array, or entries ``cols``
+    of a per-voxel vector, as a tensor; z-scored with ``standardize``'s target mean and
+    scale when given."""
+    if arr is None:
+        return None
+    sub = arr[samples][:, cols] if arr.ndim == 2 else arr[cols]
+    if standardize is not None and standardize.target_mean is not None:
+        sub = (sub - standardize.target_mean[cols]) / standardize.target_scale[cols]
+    return torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32)).to(device)
+
+
 def _train_step(fabric, wrapped, optimizer, subjects, sampler, config, dtype) -> float:
     step = sampler.next_step()
     parts, extras = [], []
@@ -229,21 +241,15 @@ def _train_step(fabric, wrapped, optimizer, subjects, sampler, config, dtype) ->
         cols = slice(None) if voxels is None else voxels
         n_sel = data.n_voxels if voxels is None else len(voxels)
 
-        def take(arr, cols=cols, samples=samples):
-            if arr is None:
-                return None
-            sub = arr[samples][:, cols] if arr.ndim == 2 else arr[cols]
-            return torch.from_numpy(np.ascontiguousarray(sub)).to(fabric.device)
-
         # each sampled voxel stands for n_voxels / n_sel voxels of its subject, so every
         # voxel of every subject weighs the same in expectation
         scale = data.n_voxels / n_sel
         fit = voxel_loss_sum(
             pred,
-            take(data.targets),
-            weight=take(data.loss_weight),
-            soft_target=take(data.soft_targets),
-            soft_weight=take(data.soft_weight),
+            _take(data.targets, samples, cols, fabric.device, data),
+            weight=_take(data.loss_weight, samples, cols, fabric.device),
+            soft_target=_take(data.soft_targets, samples, cols, fabric.device, data),
+            soft_weight=_take(data.soft_weight, samples, cols, fabric.device),
             beta=config.smooth_l1_beta,
         )
         loss = (
