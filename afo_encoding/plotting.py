@@ -68,7 +68,8 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Ax
         return ax.figure, ax
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=figsize)
+    # constrained layout keeps legends placed beside the axes inside the figure
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
 
 
