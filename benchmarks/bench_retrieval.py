@@ -26,7 +26,7 @@ time on candidate x candidate correlations nobody asked for.
 Run: ``python benchmarks/bench_retrieval.py`` (a few minutes on 2 cores). For the size of
 the design claim (10,000 x 10,000 x 50,000, 4 GB of inputs; numpy.corrcoef would need
 another 11 GB): ``python benchmarks/bench_retrieval.py --shape 10000 10000 50000
---repeats 1 --skip-corrcoef``.
+--repeats 1 --skip-corrcoef --memory-chunk-sizes 512``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def peak_extra_mib(func, output_bytes: int) -> float:
     return (peak - before - output_bytes) / 2**20
 
 
-def compare(shape, chunk_size: int, repeats: int, skip_corrcoef: bool) -> None:
+def compare(shape, chunk_size: int, repeats: int, skip_corrcoef: bool,
+            memory_chunk_sizes: list[int]) -> None:
     n_q, n_c, n_v = shape
     queries, candidates = make_patterns(n_q, n_c, n_v)
     print(f"\n== queries x candidates x voxels = {n_q} x {n_c} x {n_v}, chunk_size "
@@ -91,15 +92,14 @@ def compare(shape, chunk_size: int, repeats: int, skip_corrcoef: bool) -> None:
     def peer():
         return corrcoef_scores(queries, candidates)
 
-    contenders = {"score_candidates float32": ours32, "score_candidates float64": ours64}
+    contenders = {"score_candidates float32": ours32}
     if not skip_corrcoef:
+        contenders["score_candidates float64"] = ours64
         contenders["numpy.corrcoef (stacked)"] = peer
         ref = peer()
-        for name, func in list(contenders.items())[:2]:
-            print(f"max |r - r_corrcoef| of {name}: {np.abs(func() - ref).max():.1e}")
+        for name in ("score_candidates float32", "score_candidates float64"):
+            print(f"max |r - r_corrcoef| of {name}: {np.abs(contenders[name]() - ref).max():.1e}")
         del ref
-    else:
-        ours32()  # warm-up
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, func in contenders.items():
@@ -108,14 +108,14 @@ def compare(shape, chunk_size: int, repeats: int, skip_corrcoef: bool) -> None:
         print(f"{name}: {statistics.median(values):8.3f} s (median of {repeats})")
     if not skip_corrcoef:
         ref_times = times["numpy.corrcoef (stacked)"]
-        for name in list(contenders)[:2]:
+        for name in ("score_candidates float32", "score_candidates float64"):
             ratio = statistics.median(r / t for r, t in zip(ref_times, times[name]))
             print(f"speed-up of {name} over numpy.corrcoef: {ratio:.1f}x "
                   "(median of per-repeat ratios)")
         mem_ref = peak_extra_mib(peer, n_q * n_c * 8)
         print(f"peak extra memory of numpy.corrcoef: {mem_ref:9.1f} MiB")
     print("peak extra memory of score_candidates float32 (beyond inputs and output):")
-    for size in sorted({64, 256, chunk_size}):
+    for size in memory_chunk_sizes:
         mem = peak_extra_mib(
             lambda s=size: score_candidates(queries, candidates, chunk_size=s), n_q * n_c * 4)
         print(f"  chunk_size {size:5d}: {mem:9.1f} MiB (two blocks, 2 * chunk_size * "
@@ -134,13 +134,17 @@ def main() -> None:
                         help="BLAS threads for both contenders (default 1: on a CPU shared "
                              "with other processes, oversubscribed BLAS threads make timings "
                              "meaningless)")
+    parser.add_argument("--memory-chunk-sizes", type=int, nargs="+", default=[64, 256, 512],
+                        help="chunk sizes at which to measure the peak memory (one run each)")
     parser.add_argument("--skip-corrcoef", action="store_true",
-                        help="time only score_candidates (for sizes corrcoef cannot hold)")
+                        help="time only score_candidates in float32 (for sizes corrcoef "
+                             "cannot hold)")
     args = parser.parse_args()
     print(f"BLAS threads: {args.threads}")
     with threadpool_limits(args.threads):
         for shape in args.shape or [(1000, 1000, 20000), (100, 5000, 20000)]:
-            compare(shape, args.chunk_size, args.repeats, args.skip_corrcoef)
+            compare(shape, args.chunk_size, args.repeats, args.skip_corrcoef,
+                    args.memory_chunk_sizes)
 
 
 if __name__ == "__main__":
