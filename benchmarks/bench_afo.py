@@ -1,0 +1,193 @@
+"""All-for-One recipe: wall time relative to one TopyEncoder fit, backbone calls, Table 3.
+
+On a simulated fMRI brain (:func:`afo_encoding.simulation.make_retinotopic_dataset`, whose
+early, mid and late areas read different features), this script
+
+1. fits one :class:`~afo_encoding.encoders.topy.TopyEncoder` (the NaiveMix model) and times
+   it: the peer every other time is divided by;
+2. runs the whole :class:`~afo_encoding.encoders.afo.AllForOneEncoder` recipe on the planted
+   areas, serially and with ``n_jobs=2``, and checks that the backbone ran once per
+   distinct training image for the whole recipe (a backbone whose forward appends to a
+   file counts the images of every process, workers included);
+3. runs the ablations of the paper's Table 3 (NoDK, randROI, S2+1) and prints a
+   stage x ROI table: validation Pearson r of every stage (``stage_scores_``) and the
+   test r of the final models.
+
+Usage::
+
+    python benchmarks/bench_afo.py            # about 15-30 min on 2 busy CPU cores
+    python benchmarks/bench_afo.py --quick    # a smoke run (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from afo_encoding.backbones import clear_feature_cache
+from afo_encoding.backbones.pyramid import PyramidBackbone
+from afo_encoding.encoders.afo import AllForOneEncoder, random_rois_like
+from afo_encoding.encoders.topy import TopyEncoder
+from afo_encoding.metrics import pearson_r
+from afo_encoding.simulation import make_retinotopic_dataset
+
+AREAS = ("early", "mid", "late")
+
+
+class CountingPyramid(PyramidBackbone):
+    """The pyramid backbone, appending the size of every batch it computes to a file (so the
+    images of every process, joblib workers included, are counted)."""
+
+    def __init__(self, counter: str, **kwargs):
+        super().__init__(**kwargs)
+        self.counter = counter
+
+    def forward(self, x: torch.Tensor):
+        with open(self.counter, "a") as f:
+            f.write(f"{x.shape[0]}\n")
+        return super().forward(x)
+
+
+def _images_computed(counter: str) -> int:
+    if not os.path.exists(counter):
+        return 0
+    with open(counter) as f:
+        return sum(int(line) for line in f if line.strip())
+
+
+def _reset(counter: str) -> None:
+    clear_feature_cache()  # every timed run starts with no feature in RAM
+    if os.path.exists(counter):
+        os.remove(counter)
+
+
+def _per_area(r: np.ndarray, rois: np.ndarray) -> dict:
+    row = {a: float(np.mean(r[rois == a])) for a in AREAS}
+    row["all"] = float(np.mean(r))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument("--n-images", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--n-voxels", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--n-folds", type=int, default=2)
+    parser.add_argument("--snr", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--skip-ablations", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.n_images, args.n_test, args.n_voxels, args.epochs = 300, 100, 90, 3
+    torch.set_num_threads(args.threads)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = make_retinotopic_dataset(
+            n_images=args.n_images,
+            image_size=32,
+            modality="fmri",
+            n_voxels=args.n_voxels,
+            snr=args.snr,
+            random_state=0,
+        )
+    n_train = args.n_images - args.n_test
+    train, test = slice(0, n_train), slice(n_train, None)
+    rois = np.asarray(data.rois)
+    counter = os.path.join(tempfile.mkdtemp(prefix="bench_afo_"), "forward_images.txt")
+    backbone = CountingPyramid(counter, image_size=32, wavelength=2.0)
+    estimator = TopyEncoder(
+        backbone=backbone,
+        d_model=16,
+        batch_size=64,
+        sigma=0.1,
+        max_epochs=args.epochs,
+        n_iter_no_change=max(5, args.epochs // 3),
+        top_k=2,
+        n_voxels_per_step=None,
+        device="cpu",
+        random_state=0,
+    )
+    X, Y, X_test, Y_test = data.images[train], data.Y[train], data.images[test], data.Y[test]
+    n_distinct = len({im.tobytes() for im in X})
+    fit_kw = {"coords": data.coords}
+    print(
+        f"Simulated fMRI: {n_train} training images ({n_distinct} distinct), {args.n_test} test "
+        f"images, {args.n_voxels} voxels ({', '.join(f'{a} {np.sum(rois == a)}' for a in AREAS)})"
+        f"; TopyEncoder d_model=16, up to {args.epochs} epochs; {torch.get_num_threads()} torch "
+        f"thread(s) per process, {os.cpu_count()} CPUs."
+    )
+
+    _reset(counter)
+    clock = time.perf_counter()
+    naive = TopyEncoder(**estimator.get_params()).fit(X, Y, **fit_kw)
+    t_topy = time.perf_counter() - clock
+    print(f"one TopyEncoder fit (NaiveMix): {t_topy:.1f} s, {naive.n_iter_} epochs")
+
+    afo_params = {"rois": rois, "n_folds": args.n_folds, "random_state": 0}
+    timings, runs = {}, {}
+    for n_jobs in (1, 2):
+        _reset(counter)
+        clock = time.perf_counter()
+        afo = AllForOneEncoder(estimator, n_jobs=n_jobs, **afo_params).fit(X, Y, **fit_kw)
+        timings[n_jobs] = time.perf_counter() - clock
+        computed = _images_computed(counter)
+        assert computed == n_distinct, (
+            f"the backbone computed {computed} images for the recipe, expected {n_distinct}"
+        )
+        runs[n_jobs] = afo
+        n_fits = 2 * 3 * args.n_folds + 1
+        print(
+            f"AFO recipe, n_jobs={n_jobs}: {timings[n_jobs]:.1f} s = "
+            f"{timings[n_jobs] / t_topy:.1f} x one TopyEncoder fit ({n_fits} fits); backbone "
+            f"images computed: {computed} (= distinct training images)"
+        )
+    print(f"speed-up of n_jobs=2: {timings[1] / timings[2]:.2f} x")
+    same = np.allclose(runs[1].stage_scores_.to_numpy(), runs[2].stage_scores_.to_numpy())
+    print(f"serial and parallel runs give the same stage scores: {same}")
+
+    table = {}
+    afo = runs[1]
+    table["NaiveMix"] = _per_area(naive.validation_scores_, rois)
+    for stage in afo.stage_scores_.index:
+        table[f"AFO {stage}"] = afo.stage_scores_.loc[stage].to_dict()
+    test_rows = {
+        "NaiveMix": _per_area(pearson_r(Y_test, naive.predict(X_test)), rois),
+        "AFO stage3": _per_area(pearson_r(Y_test, afo.predict(X_test)), rois),
+    }
+    if not args.skip_ablations:
+        ablations = {
+            "NoDK": {"helpers": "ground_truth"},
+            "randROI": {"rois": random_rois_like(rois, random_state=0)},
+            "S2+1": {"n_stage2_rounds": 2},
+            "in-sample DK": {"dark_knowledge": "in_sample"},
+        }
+        for name, change in ablations.items():
+            clock = time.perf_counter()
+            run = AllForOneEncoder(estimator, **{**afo_params, **change}).fit(X, Y, **fit_kw)
+            seconds = time.perf_counter() - clock
+            print(f"{name}: {seconds:.1f} s")
+            for stage in run.stage_scores_.index:
+                scores = run.stage_voxel_scores_[stage]
+                table[f"{name} {stage}"] = _per_area(scores, rois)
+            test_rows[f"{name} stage3"] = _per_area(pearson_r(Y_test, run.predict(X_test)), rois)
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print("\nValidation Pearson r (stage models: each voxel scored by its own ROI's model)")
+        print(pd.DataFrame.from_dict(table, orient="index")[[*AREAS, "all"]])
+        print("\nTest Pearson r of the final all-ROI models")
+        print(pd.DataFrame.from_dict(test_rows, orient="index")[[*AREAS, "all"]])
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
