@@ -20,6 +20,8 @@ _LAZY = {
     "as_stimuli": "afo_encoding.stimuli",
     "StimulusSet": "afo_encoding.stimuli",
     "InputSpec": "afo_encoding.stimuli",
+    "make_retinotopic_dataset": "afo_encoding.simulation",
+    "pearson_scorer": "afo_encoding.metrics",
     "get_backbone": "afo_encoding.backbones",
     "extract_features": "afo_encoding.backbones",
     "FeatureStore": "afo_encoding.backbones",
