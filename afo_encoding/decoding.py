@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-from ._logging import logger, progress
+from ._logging import logger, progress, use_log_level
 
 __all__ = [
     "identification_accuracy",
@@ -423,10 +423,11 @@ def rank_candidates(
             f"(subject {subject}). Give responses of the subject the encoder was fitted on."
         )
     selections = _roi_selections(rois, roi, n_voxels, _space_of(encoder, subject))
-    logger.info(
-        "Scoring %d measured patterns against %d candidates over %d voxels.",
-        queries.shape[0], predictions.shape[0], n_voxels,
-    )
+    with use_log_level(verbose):
+        logger.info(
+            "Scoring %d measured patterns against %d candidates over %d voxels.",
+            queries.shape[0], predictions.shape[0], n_voxels,
+        )
     kwargs = {"chunk_size": chunk_size, "dtype": dtype, "verbose": verbose}
     if isinstance(selections, dict):
         return {label: score_candidates(queries, predictions, voxels=index, **kwargs)

@@ -53,8 +53,10 @@ def make_patterns(n_queries: int, n_candidates: int, n_voxels: int):
     rng = np.random.default_rng(0)
     candidates = rng.standard_normal((n_candidates, n_voxels), dtype=np.float32)
     queries = candidates[np.arange(n_queries) % n_candidates]
-    queries += 2.0 * rng.standard_normal((n_queries, n_voxels), dtype=np.float32)
-    queries += 100.0  # an offset, as raw signal has: standardisation must handle it
+    for start in range(0, n_queries, 1000):  # in blocks: no second input-sized temporary
+        block = queries[start:start + 1000]
+        block += 2.0 * rng.standard_normal(block.shape, dtype=np.float32)
+        block += 100.0  # an offset, as raw signal has: standardisation must handle it
     return queries, candidates
 
 
