@@ -123,8 +123,12 @@ def compare(folder, reference, other, alphas):
     a_ref, a_other = (np.load(folder / f"{m}.0.alphas.npy") for m in (reference, other))
     p_ref, p_other = (np.load(folder / f"{m}.0.pred.npy") for m in (reference, other))
     scale = np.load(folder / "y.npy", mmap_mode="r").std(0)
-    same = np.isclose(a_ref, a_other, rtol=1e-3)
-    steps = np.rint(np.abs(np.log(a_ref / a_other)) / np.log(alphas[1] / alphas[0]))
+    # himalaya returns float32 alphas: compare grid positions
+    rows_ref, rows_other = (
+        np.abs(np.log(a)[None] - np.log(alphas)[:, None]).argmin(0) for a in (a_ref, a_other)
+    )
+    same = rows_ref == rows_other
+    steps = np.abs(rows_ref - rows_other)
     error = np.abs(p_ref - p_other) / scale
     stats = {
         "alphas equal": f"{same.mean():.4%}",
@@ -137,9 +141,7 @@ def compare(folder, reference, other, alphas):
         # how far apart, in our own CV scores, the two choices are where they differ
         scores = np.load(scores_file)
         columns = np.flatnonzero(~same)
-        rows_ref = np.searchsorted(alphas, a_ref[columns] * (1 - 1e-9))
-        rows_other = np.searchsorted(alphas, a_other[columns] * (1 - 1e-9))
-        gap = scores[rows_other, columns] - scores[rows_ref, columns]
+        gap = scores[rows_other[columns], columns] - scores[rows_ref[columns], columns]
         stats["CV R^2 gap where alphas differ (max)"] = f"{gap.max():.1e}"
     return stats
 
@@ -181,6 +183,7 @@ def main(argv=None):
         )
         make_data(args.n_samples, args.n_features, args.n_targets, 500, folder)
         runs = {method: [] for method in args.methods}
+        comparisons = []
         for repeat in range(args.repeats):
             for method in args.methods:
                 out = folder / f"{method}.{repeat}.json"
@@ -198,30 +201,36 @@ def main(argv=None):
                     f"{last['peak_kib'] / 2**20:5.2f} GiB",
                     flush=True,
                 )
+            if repeat == 0 and "himalaya" in runs:
+                for method in args.methods:
+                    if method != "himalaya":
+                        stats = compare(folder, "himalaya", method, alphas)
+                        line = "; ".join(f"{k} {v}" for k, v in stats.items())
+                        comparisons.append(f"{method} vs himalaya: {line}")
+                        print(f"  {comparisons[-1]}", flush=True)
 
         def median(method, key):
             return float(np.median([run[key] for run in runs[method]]))
 
+        def paired(method, peer):
+            # per-round ratios: robust to the load of a shared machine drifting over time
+            pairs = zip(runs[method], runs[peer])
+            return float(np.median([a["time"] / b["time"] for a, b in pairs]))
+
         print(
             f"\n{'method':11s} {'median s':>9s} {'/himalaya':>9s} {'/sklearn':>9s} "
-            f"{'peak GiB':>9s} {'above data':>10s}"
+            f"{'peak GiB':>9s} {'above data':>10s}   (ratios: median of per-round ratios)"
         )
         for method in args.methods:
             seconds = median(method, "time")
             ratios = [
-                f"{seconds / median(peer, 'time'):9.3f}" if peer in runs else f"{'-':>9s}"
+                f"{paired(method, peer):9.3f}" if peer in runs else f"{'-':>9s}"
                 for peer in ("himalaya", "sklearn")
             ]
             peak = median(method, "peak_kib") / 2**20
             above = peak - median(method, "baseline_kib") / 2**20
             print(f"{method:11s} {seconds:9.1f} {' '.join(ratios)} {peak:9.2f} {above:10.2f}")
-
-        reference = "himalaya" if "himalaya" in runs else None
-        for method in args.methods:
-            if reference is None or method == reference:
-                continue
-            stats = compare(folder, reference, method, alphas)
-            print(f"{method} vs {reference}: " + "; ".join(f"{k} {v}" for k, v in stats.items()))
+        print("\n".join(comparisons))
 
 
 if __name__ == "__main__":

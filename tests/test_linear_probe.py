@@ -293,3 +293,12 @@ def test_save_load_and_pickle_round_trip(tmp_path):
     assert back.get_params() == enc.get_params()
     again = pickle.loads(pickle.dumps(enc))
     np.testing.assert_array_equal(again.predict(X), enc.predict(X))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_fit_matches_cpu():
+    X, y = linear_problem()
+    on_cpu = LinearProbeEncoder(n_components=10, device="cpu").fit(X, y)
+    on_gpu = LinearProbeEncoder(n_components=10, device="cuda").fit(X, y)
+    np.testing.assert_array_equal(on_cpu.alpha_, on_gpu.alpha_)
+    np.testing.assert_allclose(on_cpu.predict(X), on_gpu.predict(X), rtol=1e-3, atol=1e-3)

@@ -248,3 +248,14 @@ def test_backend_repr_and_dtype():
     xb = ArrayBackend("torch", "cpu")
     assert "torch" in repr(xb)
     assert xb.dtype(np.float64) is torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_numpy():
+    X, Y = make_problem(300, 40, n_targets=50)
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    on_numpy = ridge_cv(X, Y, ALPHAS, cv=3, backend="numpy", edge_warning=1)
+    on_gpu = ridge_cv(X, Y, ALPHAS, cv=3, backend="torch", device="cuda", edge_warning=1)
+    np.testing.assert_array_equal(on_numpy.alpha, on_gpu.alpha)
+    np.testing.assert_allclose(on_numpy.coef, on_gpu.coef, rtol=1e-3, atol=1e-4)
+    assert isinstance(on_gpu.coef, np.ndarray)
