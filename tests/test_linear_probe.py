@@ -150,6 +150,14 @@ def test_no_pca_when_it_would_not_reduce():
     np.testing.assert_array_equal(enc.feature_scale_, 1)
 
 
+def test_constant_features_predict_the_mean():
+    _, y = linear_problem(n=20)
+    enc = LinearProbeEncoder(n_components=5, cv=4).fit(np.ones((20, 30)), y)
+    np.testing.assert_allclose(
+        enc.predict(np.ones((3, 30))), np.tile(y.mean(0), (3, 1)), rtol=1e-5
+    )
+
+
 def test_numpy_and_torch_backends_agree():
     X, y = linear_problem()
     on_numpy = LinearProbeEncoder(n_components=10, backend="numpy").fit(X, y)

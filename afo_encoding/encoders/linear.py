@@ -17,7 +17,7 @@ from ._base import as_flat_features, feature_device, is_multi_subject
 from .ridge import SCORINGS, ArrayBackend, get_backend, ridge_cv
 
 #: alphas searched when ``alphas=None``: half-decade steps from below the smallest to above
-#: the largest eigenvalue a standardised, PCA-reduced design can have (see the class notes)
+#: the largest eigenvalue a standardised, PCA-reduced design can have (see ``alphas``)
 DEFAULT_ALPHAS = np.logspace(-2, 10, 25)
 _POOL_BATCH = 256  # images pooled at a time
 
@@ -99,8 +99,7 @@ def principal_axes(
     if max(n, p) <= 500 or n_components >= 0.8 * min(n, p):
         F64 = xb.astype(F, f64)
         if p <= n:
-            s, v = xb.eigh(F64.T @ F64)
-            v = v[:, -n_components:]
+            v = xb.eigh(F64.T @ F64)[1][:, -n_components:]
         else:
             s, u = xb.eigh(F64 @ F64.T)
             s, u = s[-n_components:], u[:, -n_components:]
@@ -117,7 +116,8 @@ def principal_axes(
         s, u = xb.eigh(b @ b.T)
         s, u = s[-n_components:], u[:, -n_components:]
         v = (b.T @ u) / s.clip(min=1e-300) ** 0.5
-    v = v / (v * v).sum(0) ** 0.5
+    norm = (v * v).sum(0) ** 0.5
+    v = v / (norm + (norm == 0))  # an axis of no variance at all stays zero
     components = xb.to_numpy(v).T[::-1]  # largest variance first
     signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(1)])
     return np.ascontiguousarray(components * signs[:, None], dtype=np.float32)
@@ -154,7 +154,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         count by their information, not their units.
     n_components : int or None, default=1000
         Principal components kept (Brain-Score's 1000); at most the number of training
-        images and of features. ``None``: no PCA.
+        images minus one and the number of features. ``None``: no PCA.
     alphas : array-like or None, default=None
         Ridge strengths to try. ``None``: ``np.logspace(-2, 10, 25)``: with standardised
         features the eigenvalues of the design's Gram matrix lie between about 1 and
@@ -236,7 +236,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
     >>> images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     >>> y = rng.normal(size=(40, 5))
     >>> enc = LinearProbeEncoder(backbone_params={"image_size": 32}, device="cpu")
-    >>> enc.fit(images, y).predict(images).shape  # doctest: +SKIP
+    >>> enc.fit(images, y).predict(images).shape
     (40, 5)
     """
 
