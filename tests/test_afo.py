@@ -297,3 +297,32 @@ def test_bad_parameters_get_clear_errors():
             AllForOneEncoder(_estimator(), **params).fit(X, Y, coords=coords)
     with pytest.raises(TypeError, match="estimator must be a TopyEncoder"):
         AllForOneEncoder(estimator="ridge").fit(X, Y, coords=coords)
+
+
+def test_parallel_stage_fits_read_features_computed_once(monkeypatch):
+    from joblib import parallel_config
+
+    from afo_encoding.backbones import clear_feature_cache
+    from afo_encoding.backbones.pyramid import PyramidBackbone
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    Y = rng.normal(size=(40, 6)).astype(np.float32)
+    coords = rng.normal(size=(6, 3))
+    computed = []
+    forward = PyramidBackbone.forward
+
+    def counting(self, x):
+        computed.append(x.shape[0])
+        return forward(self, x)
+
+    monkeypatch.setattr(PyramidBackbone, "forward", counting)
+    clear_feature_cache()
+    estimator = _estimator(backbone_params={"image_size": 16, "n_scales": 2})
+    params = {"rois": np.repeat([0, 1], 3), "dark_knowledge": "in_sample", "random_state": 0}
+    # threads share torch's random generator: the fits are not reproducible, and said so
+    with parallel_config(backend="threading", n_jobs=2), pytest.warns(UserWarning, match="thread"):
+        parallel = AllForOneEncoder(estimator, **params).fit(images, Y, coords=coords)
+    assert sum(computed) == 40  # once per image for the whole recipe
+    assert np.all(np.isfinite(parallel.stage_scores_.to_numpy()))
+    assert parallel.predict(images[:5]).shape == (5, 6)

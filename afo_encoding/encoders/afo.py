@@ -31,6 +31,7 @@ import numbers
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -879,8 +880,18 @@ class _Run:
     def stage(self, stage: str, specs: list[_FitSpec], teacher: list | None = None) -> list:
         """Fit the models of one stage; returns their outputs in the order of ``specs``."""
         from joblib import Parallel, delayed
+        from joblib.parallel import ThreadingBackend, get_active_backend
 
         afo = self.afo
+        backend, n_jobs = get_active_backend()
+        if isinstance(backend, ThreadingBackend) and (afo.n_jobs or n_jobs) != 1:
+            warnings.warn(
+                "Stage fits in threads share torch's random number generator, so they are not "
+                "reproducible; use a process-based joblib backend (loky, the default, dask or "
+                "ray) for repeatable fits.",
+                UserWarning,
+                stacklevel=4,
+            )
         logger.info("All-for-One %s: %d fit(s).", stage, len(specs))
         start = time.perf_counter()
         jobs = (
