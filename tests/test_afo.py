@@ -326,3 +326,25 @@ def test_parallel_stage_fits_read_features_computed_once(monkeypatch):
     assert sum(computed) == 40  # once per image for the whole recipe
     assert np.all(np.isfinite(parallel.stage_scores_.to_numpy()))
     assert parallel.predict(images[:5]).shape == (5, 6)
+
+
+def test_atlas_image_rois_and_niimg_responses():
+    import nibabel as nib
+
+    from afo_encoding.simulation import make_retinotopic_dataset
+
+    data = make_retinotopic_dataset(n_images=40, n_voxels=60, image_size=32, random_state=0)
+    mask = np.asarray(data.mask.get_fdata()) > 0
+    # an atlas image: its left and right halves (in voxel columns of the volume)
+    atlas = np.zeros(mask.shape, dtype=np.int16)
+    i = np.nonzero(mask)[0]
+    atlas[mask] = np.where(i < np.median(i), 1, 2)
+    atlas_img = nib.Nifti1Image(atlas, data.mask.affine)
+    estimator = _estimator(backbone_params={"image_size": 32, "n_scales": 2}, mask=data.mask)
+    afo = AllForOneEncoder(estimator, rois=atlas_img, dark_knowledge="in_sample", random_state=0)
+    afo.fit(data.images, data.responses)
+    assert afo.rois_.tolist() == [1, 2]
+    assert afo.space_.modality == "fmri"
+    assert np.bincount(afo.roi_labels_).tolist() == [np.sum(atlas == 1), np.sum(atlas == 2)]
+    img = afo.inverse_transform(afo.predict(data.images))
+    assert img.shape == (*data.mask.shape, 40)
