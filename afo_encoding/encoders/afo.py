@@ -289,7 +289,10 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         Validation Pearson r, one row per stage (``"naive"``, ``"stage1"``, ``"stage2"``,
         ``"stage2+1"``..., ``"stage3"``), one column per ROI (its voxels' mean) and
         ``"all"`` (mean over all voxels). A voxel's score in an ROI stage is the one of its
-        own ROI's model, averaged over the folds.
+        own ROI's model, averaged over the folds; with out-of-fold teachers the ROI models
+        trained on ``(n_folds - 1) / n_folds`` of the images (each on its own validation
+        split), so compare stage 1 with stage 2 here, and the final model with others on
+        test images.
     stage_voxel_scores_ : dict
         Stage name -> per-voxel validation r (a list per subject when several).
     stage_estimators_ : dict
