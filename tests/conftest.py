@@ -1,7 +1,15 @@
-"""Shared test configuration: headless plotting, few threads, no network."""
+"""Shared test configuration: headless plotting, one compute thread, no network.
+
+The tests' arrays are small, so a second BLAS/OpenMP thread buys little, while on a busy
+or shared CPU it makes small operations wait on each other (10-100x slower was measured on
+2 shared cores); one thread also makes float rounding independent of the machine. These
+must be set before numpy or torch is imported, hence here.
+"""
 
 import os
 
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
