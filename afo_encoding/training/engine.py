@@ -12,6 +12,7 @@ greedy model soup chosen on the same validation data.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -188,6 +189,7 @@ class _Job:
     run_dir: str | None
     verbose: Any
     callbacks: Sequence[Callable[[dict], None]]
+    result_path: str | None = None
 
 
 class _AllSubjects(torch.nn.Module):
@@ -422,7 +424,21 @@ def _train(fabric, job: _Job) -> FitResult:
             stopped_early=state["wait"] >= config.n_iter_no_change,
         )
         per_voxel = validate()[1]
-        return FitResult(cpu_state_dict(net), history, job.run_dir, per_voxel)
+        result = FitResult(cpu_state_dict(net), history, job.run_dir, per_voxel)
+        if world > 1 and fabric.is_global_zero:
+            # spawned workers hand their result to the parent through a pipe that is read
+            # only once they have exited: anything larger than the pipe's buffer would
+            # block, so rank 0 writes a file and returns its name
+            torch.save(
+                {
+                    "state_dict": result.state_dict,
+                    "history": history,
+                    "per_voxel_scores": [torch.from_numpy(r) for r in per_voxel],
+                },
+                job.result_path,
+            )
+            return job.result_path
+        return result
 
 
 def fit_model(
@@ -515,6 +531,16 @@ def fit_model(
         verbose,
         tuple(callbacks),
     )
-    result = fabric.launch(_train, job)
+    with tempfile.TemporaryDirectory() as tmp:
+        job.result_path = str(Path(tmp) / "result.pt")
+        result = fabric.launch(_train, job)
+        if isinstance(result, str):
+            saved = torch.load(result, map_location="cpu", weights_only=True)
+            result = FitResult(
+                saved["state_dict"],
+                saved["history"],
+                job.run_dir,
+                [r.numpy() for r in saved["per_voxel_scores"]],
+            )
     model.load_state_dict(result.state_dict)
     return result
