@@ -15,6 +15,7 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "TopyEncoder": "afo_encoding.encoders.topy",
     "LinearProbeEncoder": "afo_encoding.encoders.linear",
+    "AllForOneEncoder": "afo_encoding.encoders.afo",
     "load": "afo_encoding.io",
     "as_responses": "afo_encoding.responses",
     "as_stimuli": "afo_encoding.stimuli",
