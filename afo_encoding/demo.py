@@ -39,7 +39,7 @@ DEMO_ENCODER = {
 N_TEST = 200
 
 
-def _area_table(rois, r, ceiling, retina, prf) -> list[dict[str, Any]]:
+def _area_table(rois, r, ceiling, retina, prf, r_linear=None) -> list[dict[str, Any]]:
     rows = []
     for area in ("early", "mid", "late", "all"):
         sel = np.ones(len(r), bool) if area == "all" else np.asarray(rois) == area
@@ -52,6 +52,8 @@ def _area_table(rois, r, ceiling, retina, prf) -> list[dict[str, Any]]:
             "noise_ceiling": float(np.mean(ceiling[sel])),
         }
         row["fraction_of_ceiling"] = row["r"] / row["noise_ceiling"]
+        if r_linear is not None:
+            row["r_linear_probe"] = float(np.mean(r_linear[sel]))
         if retina is not None and sel.sum() > 2:
             row["retina_r_x"], row["retina_r_y"] = (
                 float(np.corrcoef(retina[sel, a], prf[sel, a])[0, 1]) for a in range(2)
@@ -64,7 +66,7 @@ def _format_table(rows: list[dict[str, Any]], modality: str) -> str:
     unit = "voxels" if modality == "fmri" else "columns"
     lines = [
         f"{'area':<6} {unit:>8} {'r (test)':>9} {'noise ceiling':>14} {'r / ceiling':>12}"
-        f" {'retina r (x, y)':>16}",
+        f" {'linear probe r':>15} {'retina r (x, y)':>16}",
     ]
     for row in rows:
         retina = (
@@ -72,7 +74,8 @@ def _format_table(rows: list[dict[str, Any]], modality: str) -> str:
         )
         lines.append(
             f"{row['area']:<6} {row['voxels']:>8d} {row['r']:>9.3f} {row['noise_ceiling']:>14.3f}"
-            f" {row['fraction_of_ceiling']:>12.0%} {retina:>16}"
+            f" {row['fraction_of_ceiling']:>12.0%} {row.get('r_linear_probe', np.nan):>15.3f}"
+            f" {retina:>16}"
         )
     return "\n".join(lines)
 
@@ -93,9 +96,11 @@ def run_demo(
         What the simulated recording is: a 4D Niimg of occipital voxels, or EEG / MEG
         epochs (a "voxel" is then a sensor x time point).
     out_dir : str or Path
-        Folder for ``scores.csv`` (one row per voxel: area, test r, noise ceiling, learned
-        and planted pRF centre) and ``summary.json`` (per-area table, settings, timings);
-        for fMRI also ``test_r.nii.gz``, the test r of every voxel on the brain.
+        Folder for ``scores.csv`` (one row per voxel: area, test r of the TopyEncoder and
+        of the linear probe, noise ceiling, learned and planted pRF centre),
+        ``summary.json`` (per-area table, settings, timings), the figures of
+        :func:`afo_encoding.plotting.plot_encoder_report` under ``figures/``, and for fMRI
+        ``test_r.nii.gz``, the test r of every voxel on the brain.
     random_state : int or None
         Seed of the simulation and of the fit.
     verbose : bool, int or str
@@ -112,6 +117,7 @@ def run_demo(
         ``seconds`` per step, ``out_dir``.
     """
     from ._logging import logger, use_log_level
+    from .encoders.linear import LinearProbeEncoder
     from .encoders.topy import TopyEncoder
     from .metrics import pearson_r
     from .simulation import make_retinotopic_dataset
@@ -153,13 +159,25 @@ def run_demo(
         measured = encoder.space_.transform(y_test)
         r = pearson_r(measured, predicted)
 
+        clock = time.perf_counter()
+        probe = LinearProbeEncoder(
+            backbone=params["backbone"],
+            backbone_params=params.get("backbone_params"),
+            mask=data.mask,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        ).fit(data.images[train], y_train)
+        r_linear = pearson_r(probe.space_.transform(y_test), probe.predict(data.images[test]))
+        seconds["fit_linear_probe"] = time.perf_counter() - clock
+
     # the simulator's columns are the encoder's voxels (none is dropped: all carry signal)
     keep = encoder.space_.keep
     ceiling = np.asarray(data.noise_ceiling)[keep]
     rois = np.asarray(data.rois)[keep]
     prf = np.asarray(data.prf_center)[keep]
     retina = encoder.retina_map_ if modality == "fmri" else None
-    rows = _area_table(rois, r, ceiling, retina, prf)
+    rows = _area_table(rois, r, ceiling, retina, prf, r_linear)
     summary = {
         "modality": modality,
         "areas": rows,
@@ -178,7 +196,8 @@ def run_demo(
     with open(out_dir / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["column", "area", "r", "noise_ceiling", "retina_x", "retina_y", "prf_x", "prf_y"]
+            ["column", "area", "r", "r_linear_probe", "noise_ceiling", "retina_x", "retina_y",
+             "prf_x", "prf_y"]
         )
         for i in range(len(r)):
             writer.writerow(
@@ -186,6 +205,7 @@ def run_demo(
                     i,
                     rois[i],
                     f"{r[i]:.5f}",
+                    f"{r_linear[i]:.5f}",
                     f"{ceiling[i]:.5f}",
                     *(f"{v:.4f}" for v in encoder.retina_map_[i]),
                     *(f"{v:.4f}" for v in prf[i]),
@@ -196,6 +216,17 @@ def run_demo(
         encoder.inverse_transform(r[None].astype(np.float32)).to_filename(
             out_dir / "test_r.nii.gz"
         )
+
+    from .plotting import plot_encoder_report
+
+    clock = time.perf_counter()
+    figures = plot_encoder_report(
+        encoder, data.images[test], y_test, out_dir / "figures",
+        rois=np.asarray(data.rois), noise_ceiling=np.asarray(data.noise_ceiling),
+    )
+    seconds["figures"] = time.perf_counter() - clock
+    summary["figures"] = {name: str(path) for name, path in figures.items()}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
     header = (
         f"TopyEncoder on a simulated {modality.upper()} recording: {len(train)} training "
