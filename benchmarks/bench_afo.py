@@ -171,6 +171,7 @@ def main() -> None:
             "randROI": {"rois": random_rois_like(rois, random_state=0)},
             "S2+1": {"n_stage2_rounds": 2},
             "in-sample DK": {"dark_knowledge": "in_sample"},
+            "soft_weight=1": {"soft_weight": 1.0},
         }
         for name, change in ablations.items():
             clock = time.perf_counter()

@@ -85,13 +85,13 @@ def test_stage_fits_get_the_recipe_hooks(fit_calls):
         # stage 2: ground truth on the ROI, every other voxel learns its own ROI model's
         # stage-1 prediction, checkpoints chosen on the ROI
         np.testing.assert_array_equal(stage2[k]["loss_weight"], in_roi.astype(np.float32))
-        np.testing.assert_array_equal(stage2[k]["soft_weight"], (~in_roi).astype(np.float32))
+        np.testing.assert_allclose(stage2[k]["soft_weight"], 0.25 * (~in_roi))
         np.testing.assert_array_equal(stage2[k]["monitor"], in_roi)
         assert stage2[k]["soft_targets"].shape == (N_SAMPLES, N_VOXELS)
     # stage 3: ground truth and dark knowledge everywhere, all voxels monitored
     assert "loss_weight" not in stage3
     assert "monitor" not in stage3
-    np.testing.assert_array_equal(stage3["soft_weight"], np.ones(N_VOXELS, np.float32))
+    np.testing.assert_allclose(stage3["soft_weight"], np.full(N_VOXELS, 0.25))
     # the stage-2 teacher of a voxel is the stage-1 model of its ROI, on its voxels only
     assert not np.allclose(stage3["soft_targets"], stage2[0]["soft_targets"])
 
