@@ -17,8 +17,9 @@ memory of prediction at 100,000 and 400,000 voxels, chunked vs in one piece.
 
 Run: ``python benchmarks/bench_fit.py`` (pyramid backbone, 64 px, ~2 minutes on a laptop)
 or ``--backbone dinov2-small --image-size 224`` (random weights, no download) for the
-paper's kind of backbone, where recomputing costs far more. ``--threads 1`` on a busy
-shared CPU.
+paper's kind of backbone; add ``--adapter-width 64``: with the paper's adapters (as wide
+as the layer) the trainable convolutions cost several times the backbone's forward pass on
+a CPU, which hides what caching saves. ``--threads 1`` on a busy shared CPU.
 """
 
 import argparse
@@ -65,7 +66,13 @@ def _backbone(args):
 
 def _train(features, backbone, Y, coords, args, epochs=None):
     torch.manual_seed(0)
-    model = TopyNet(backbone.local_channels, backbone.global_dims, [coords], d_model=args.d_model)
+    model = TopyNet(
+        backbone.local_channels,
+        backbone.global_dims,
+        [coords],
+        d_model=args.d_model,
+        adapter_width=args.adapter_width,
+    )
     n = len(Y)
     n_val = max(2, n // 10)
     data = SubjectData(features, Y, np.arange(n_val, n), np.arange(n_val))
@@ -199,6 +206,12 @@ def main(argv=None):
     parser.add_argument("--n-voxels", type=int, default=2000)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--adapter-width",
+        type=int,
+        default=None,
+        help="channels inside the conv adapters (default: the layer's)",
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--predict-images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)

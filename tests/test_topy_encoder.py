@@ -133,7 +133,9 @@ def test_fit_and_predict_on_images_use_the_feature_cache(monkeypatch):
         return forward(self, x)
 
     monkeypatch.setattr(PyramidBackbone, "forward", counting)
-    enc = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    enc = TopyEncoder(**TINY, **IMAGES, adapter_width=4, random_state=0)
+    enc.fit(images, y, coords=coords)
+    assert enc.model_.config["adapter_width"] == 4
     assert sum(seen) == len(images)  # every image once for the whole fit
     pred = enc.predict(images[:10])
     assert sum(seen) == len(images)  # and not again to predict them

@@ -122,6 +122,10 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         one per subject.
     d_model : int, default=256
         Width ``D`` of the voxel feature vectors.
+    adapter_width : int or None, default=None
+        Channels inside the conv adapters; ``None`` keeps each backbone layer's width (the
+        paper). With a wide backbone (DINOv2: 384-1536) the adapters cost more than the
+        backbone itself; 64 or 128 makes training several times cheaper on a CPU.
     sigma : float, default=0.01
         RetinaMapper training noise.
     entropy_weight : float, default=3e-5
@@ -241,6 +245,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         backbone_params: dict | None = None,
         mask: Any = None,
         d_model: int = 256,
+        adapter_width: int | None = None,
         sigma: float = 0.01,
         entropy_weight: float = 3e-5,
         use_global: bool = True,
@@ -270,6 +275,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         self.backbone_params = backbone_params
         self.mask = mask
         self.d_model = d_model
+        self.adapter_width = adapter_width
         self.sigma = sigma
         self.entropy_weight = entropy_weight
         self.use_global = use_global
@@ -500,6 +506,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                 stores[0].global_dims,
                 [space.coords for space in spaces],
                 d_model=self.d_model,
+                adapter_width=self.adapter_width,
                 sigma=self.sigma,
                 entropy_weight=self.entropy_weight,
                 use_global=self.use_global,
