@@ -2,14 +2,29 @@
 
 The tests' arrays are small, so a second BLAS/OpenMP thread buys little, while on a busy
 or shared CPU it makes small operations wait on each other (10-100x slower was measured on
-2 shared cores); one thread also makes float rounding independent of the machine. These
-must be set before numpy or torch is imported, hence here.
+2 shared cores); one thread also makes float rounding independent of the machine. The
+variables must be set before numpy or torch is imported, hence here.
 """
 
 import os
+
+import pytest
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_compute_thread():
+    """Hold torch and BLAS to one thread even where the environment asked for more."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)

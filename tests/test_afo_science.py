@@ -18,7 +18,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 from afo_encoding.encoders.afo import AllForOneEncoder
@@ -38,14 +37,6 @@ ENCODER = {
     "device": "cpu",
     "random_state": 0,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _simulate(n_images, n_voxels, snr):

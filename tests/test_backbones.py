@@ -23,15 +23,6 @@ from afo_encoding.stimuli import InputSpec
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run far faster on one thread of a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _check_interface(backbone, batch=2):
     h, w = backbone.input_spec.size
     locals_, globals_ = backbone(torch.randn(batch, 3, h, w))

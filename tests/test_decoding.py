@@ -14,20 +14,6 @@ from afo_encoding.decoding import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # on a CPU shared with other processes, BLAS and torch threads that wait for each
-    # other make small fits many times slower
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
-
-
 def slow_scores(responses, predictions):
     """Reference: one numpy.corrcoef per (query, candidate) pair, in float64."""
     out = np.empty((len(responses), len(predictions)))

@@ -5,17 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from afo_encoding.demo import run_demo
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.slow

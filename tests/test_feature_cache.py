@@ -19,15 +19,6 @@ from afo_encoding.stimuli import StimulusSet
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run far faster on one thread of a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
 def _fresh_cache():
     clear_feature_cache()
     yield

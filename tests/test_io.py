@@ -15,14 +15,6 @@ from afo_encoding.io import load, save
 TINY = {"d_model": 8, "max_epochs": 2, "n_iter_no_change": 2, "top_k": 2, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_save_load_round_trip_on_images(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)

@@ -24,15 +24,6 @@ from afo_encoding.nn import (
 B, D = 3, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tensors here are tiny: more threads only add synchronisation on a busy machine
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

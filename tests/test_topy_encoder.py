@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -23,16 +22,6 @@ from afo_encoding.backbones import FeatureStore, clear_feature_cache
 from afo_encoding.backbones.pyramid import PyramidBackbone
 from afo_encoding.encoders.topy import TopyEncoder
 from afo_encoding.metrics import pearson_r, pearson_scorer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # several torch threads on a shared 2-core machine spin against each other
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 TINY = {"d_model": 8, "max_epochs": 3, "n_iter_no_change": 3, "top_k": 2, "device": "cpu"}
 IMAGES = {"backbone_params": {"image_size": 32, "n_scales": 2}}

@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from afo_encoding.encoders.topy import TopyEncoder
 from afo_encoding.metrics import pearson_r
@@ -34,14 +33,6 @@ ENCODER = {
     "device": "cpu",
     "random_state": 0,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _simulate(modality: str, **kw):

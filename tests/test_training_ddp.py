@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from afo_encoding.encoders.topy import TopyEncoder
 from afo_encoding.metrics import pearson_r
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
