@@ -22,13 +22,13 @@ import numpy as np
 #: the simulated data set and the encoder of the demo, sized for a laptop CPU: 32-px images
 #: whose three simulated feature scales (Gabor wavelengths 2, 4 and 8 px) are the first
 #: three levels of a pyramid of wavelength 2 px
-DEMO_DATA = {"n_images": 2000, "image_size": 32, "n_voxels": 600, "n_repeats": 3, "snr": 1.0}
+DEMO_DATA = {"n_images": 1600, "image_size": 32, "n_voxels": 600, "n_repeats": 3, "snr": 1.0}
 DEMO_ENCODER = {
     "backbone": "pyramid",
     "backbone_params": {"image_size": 32, "wavelength": 2.0},
     "d_model": 32,
     "batch_size": 64,
-    # with 2,000 images instead of NSD's 10,000 per subject and a few hundred steps, a
+    # with 1,600 images instead of NSD's 10,000 per subject and a few hundred steps, a
     # RetinaMapper noise of 0.1 (paper: 0.01) lets the voxels explore the image and find
     # their receptive fields
     "sigma": 0.1,
@@ -36,7 +36,7 @@ DEMO_ENCODER = {
     # 3e-3) lets the per-voxel heads grow in time (validation r 0.47 vs 0.43 at the same
     # budget on this simulation)
     "learning_rate": 1e-2,
-    "max_epochs": 200,
+    "max_epochs": 120,
     "n_iter_no_change": 20,
     "top_k": 5,
 }
