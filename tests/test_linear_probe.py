@@ -18,21 +18,10 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from threadpoolctl import threadpool_limits
 
 from afo_encoding.encoders.linear import LinearProbeEncoder, pool_features, principal_axes
 from afo_encoding.encoders.ridge import ArrayBackend, ridge_cv
 from afo_encoding.metrics import pearson_r, pearson_scorer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # several BLAS/torch threads on a shared 2-core machine spin against each other
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
 
 
 def linear_problem(n=150, n_features=20, n_voxels=6, noise=3.0, seed=0):
