@@ -425,6 +425,13 @@ def _train(fabric, job: _Job) -> FitResult:
         )
         per_voxel = validate()[1]
         result = FitResult(cpu_state_dict(net), history, job.run_dir, per_voxel)
+        if world > 1:
+            # tear the process group down on every rank together: a gloo thread still
+            # alive when a spawned worker exits aborts it ("terminate called without an
+            # active exception"), which failed the 2-process test now and then
+            fabric.barrier()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
         if world > 1 and fabric.is_global_zero:
             # spawned workers hand their result to the parent through a pipe that is read
             # only once they have exited: anything larger than the pipe's buffer would
