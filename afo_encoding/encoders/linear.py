@@ -189,7 +189,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_voxels, n_components_)
+    coef_ : ndarray of shape (n_voxels, ``n_components_``)
         Ridge weights on the principal components: ``predict = pcs @ coef_.T +
         intercept_`` with ``pcs = ((features - feature_mean_) / feature_scale_) @
         components_.T``.
@@ -202,7 +202,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         Cross-validated score of every alpha, as float32.
     alphas_ : ndarray of shape (n_alphas,)
         The grid searched.
-    components_ : ndarray of shape (n_components_, n_flat_features) or None
+    components_ : ndarray of shape (``n_components_``, n_flat_features) or None
         Principal axes (``None`` when no reduction was needed or asked for).
     n_components_ : int
         Number of features the ridge sees.
@@ -453,7 +453,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        pcs : ndarray of float32, shape (n_samples, n_components_)
+        pcs : ndarray of float32, shape (n_samples, ``n_components_``)
         """
         check_is_fitted(self, "coef_")
         F = np.asarray(self._predict_features(X), dtype=np.float32)
