@@ -13,6 +13,7 @@ class method ``_from_saved_state(tensors, meta)``.
 from __future__ import annotations
 
 import json
+import os
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,37 @@ def params_to_json(estimator, drop: tuple[str, ...] = ()) -> dict:
         k: None if k in drop else _json_param(k, v)
         for k, v in estimator.get_params(deep=False).items()
     }
+
+
+def encoder_params_to_json(estimator) -> dict:
+    """An encoder's parameters as JSON; a ``mask`` given as an image or array is dropped,
+    since the fitted response spaces carry the voxel selection it made."""
+    mask = getattr(estimator, "mask", None)
+    keep_mask = mask is None or isinstance(mask, str | os.PathLike)
+    return params_to_json(estimator, drop=() if keep_mask else ("mask",))
+
+
+def space_to_state(space, prefix: str) -> tuple[dict, dict]:
+    """Split a response space's ``to_dict()`` into arrays (keyed ``prefix + key``, for the
+    tensors) and the JSON values; :func:`space_from_state` puts it back together."""
+    tensors, values = {}, {}
+    for key, value in space.to_dict().items():
+        if isinstance(value, np.ndarray):
+            tensors[f"{prefix}{key}"] = value
+        else:
+            values[key] = value
+    return tensors, values
+
+
+def space_from_state(tensors: dict, values: dict, prefix: str):
+    """Rebuild the response space that :func:`space_to_state` split."""
+    from .responses import space_from_dict
+
+    state = dict(values)
+    state.update(
+        {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
+    )
+    return space_from_dict(state)
 
 
 def to_tensor(array: Any) -> torch.Tensor:

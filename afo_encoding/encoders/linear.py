@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-import os
 import warnings
 from typing import Any
 
@@ -537,21 +536,16 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
 
     def _save_state(self) -> tuple[dict, dict]:
         """Tensors and JSON metadata for :func:`afo_encoding.io.save`."""
-        from ..io import params_to_json
+        from ..io import encoder_params_to_json, space_to_state
 
         check_is_fitted(self, "coef_")
         tensors = {name: getattr(self, name) for name in self._ARRAYS}
         if self.components_ is not None:
             tensors["components_"] = self.components_
-        space = {}
-        for key, value in self.space_.to_dict().items():
-            if isinstance(value, np.ndarray):
-                tensors[f"space.{key}"] = value
-            else:
-                space[key] = value
-        keep_mask = self.mask is None or isinstance(self.mask, (str, os.PathLike))
+        space_tensors, space = space_to_state(self.space_, "space.")
+        tensors.update(space_tensors)
         meta = {
-            "params": params_to_json(self, drop=() if keep_mask else ("mask",)),
+            "params": encoder_params_to_json(self),
             "space": space,
             "fitted": {
                 "n_components": self.n_components_,
@@ -565,15 +559,13 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
     @classmethod
     def _from_saved_state(cls, tensors: dict, meta: dict) -> LinearProbeEncoder:
         """Rebuild a fitted encoder from what :meth:`_save_state` wrote."""
-        from ..responses import space_from_dict
+        from ..io import space_from_state
 
         est = cls(**meta["params"])
         for name in cls._ARRAYS:
             setattr(est, name, tensors[name].numpy())
         est.components_ = tensors["components_"].numpy() if "components_" in tensors else None
-        state = dict(meta["space"])
-        state.update({k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")})
-        est.space_ = space_from_dict(state)
+        est.space_ = space_from_state(tensors, meta["space"], "space.")
         fitted = meta["fitted"]
         est.n_components_ = fitted["n_components"]
         est._one_d = fitted["one_d"]

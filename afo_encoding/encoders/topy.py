@@ -709,7 +709,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
 
     def _save_state(self) -> tuple[dict, dict]:
         """Tensors and JSON metadata for :func:`afo_encoding.io.save`."""
-        from ..io import params_to_json
+        from ..io import encoder_params_to_json, space_to_state
 
         check_is_fitted(self, "model_")
         tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
@@ -721,18 +721,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         space_meta = []
         for s, (space, score) in enumerate(zip(spaces, scores)):
             tensors[f"validation_scores.{s}"] = score
-            values = {}
-            for key, value in space.to_dict().items():
-                if isinstance(value, np.ndarray):
-                    tensors[f"space.{s}.{key}"] = value
-                else:
-                    values[key] = value
+            space_tensors, values = space_to_state(space, f"space.{s}.")
+            tensors.update(space_tensors)
             space_meta.append(values)
-        # a mask image or array is not JSON: the fitted spaces carry the voxel selection
-        keep_mask = self.mask is None or isinstance(self.mask, (str, Path))
-        params = params_to_json(self, drop=() if keep_mask else ("mask",))
         meta = {
-            "params": params,
+            "params": encoder_params_to_json(self),
             "model_config": config,
             "spaces": space_meta,
             "history": self.history_,
@@ -750,8 +743,8 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
     @classmethod
     def _from_saved_state(cls, tensors: dict, meta: dict) -> TopyEncoder:
         """Rebuild a fitted encoder from what :meth:`_save_state` wrote."""
+        from ..io import space_from_state
         from ..nn import TopyNet
-        from ..responses import space_from_dict
 
         est = cls(**meta["params"])
         fitted = meta["fitted"]
@@ -762,14 +755,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         model.load_state_dict(
             {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         )
-        spaces = []
-        for s in range(n):
-            state = dict(meta["spaces"][s])
-            prefix = f"space.{s}."
-            state.update(
-                {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
-            )
-            spaces.append(space_from_dict(state))
+        spaces = [space_from_state(tensors, meta["spaces"][s], f"space.{s}.") for s in range(n)]
         est.model_ = model.eval()
         est.backbone_ = est._make_backbone() if fitted["has_backbone"] else None
         if fitted["n_features_in"] is not None:
