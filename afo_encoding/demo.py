@@ -215,6 +215,7 @@ def run_demo(
                     *(f"{v:.4f}" for v in prf[i]),
                 ]
             )
+    # written now and again once the figures exist, so a failed figure loses no score
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if modality == "fmri":
         encoder.inverse_transform(r[None].astype(np.float32)).to_filename(
