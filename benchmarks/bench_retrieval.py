@@ -6,22 +6,26 @@ predicted candidate pattern. The obvious numpy code stacks both sets and calls
 and holds a float64 copy of everything. ``score_candidates`` computes only the
 queries x candidates block, as chunked products of row-standardised blocks.
 
-For each shape the script checks that both give the same numbers, then times them
-interleaved (ours float32, ours float64, corrcoef, repeated) so that load from other
-processes on a shared CPU hits all of them alike, and prints the median times and the
-median of the per-repeat ratios. Last, the peak memory allocated during the call beyond
-the inputs and the output (tracemalloc, which sees numpy's allocations), for several
-chunk sizes: it grows with the chunk size, not with the numbers of queries and
-candidates.
+For each shape the script checks that every variant gives the numbers of corrcoef (the
+largest difference, and how often both pick the same top-1 candidate), then times them
+interleaved (numpy float32 and float64, torch float32 and bfloat16 on the CPU and on a GPU
+when there is one, corrcoef; repeated) so that load from other processes on a shared CPU
+hits all of them alike, and prints the median times and the median of the per-repeat
+ratios. Last, the peak memory allocated during the call beyond the inputs and the output
+(tracemalloc, which sees numpy's allocations), for several chunk sizes: it grows with the
+chunk size, not with the numbers of queries and candidates.
 
-Both contenders run with the same number of BLAS threads (``--threads``, default 1).
+All contenders run with the same number of BLAS and torch threads (``--threads``,
+default 1).
 
-Why the square case cannot reach large ratios: ``numpy.corrcoef`` multiplies the stacked
-matrix by itself with a symmetric rank-k update (half the products), so its work for
-``n`` queries and ``n`` candidates is only twice ours; float32 doubles the rate of the
-product again, so about 4x is the ceiling there, less the cost of standardising. With few
-queries and many candidates, the usual retrieval setting, corrcoef spends almost all its
-time on candidate x candidate correlations nobody asked for.
+Why the square case cannot reach large ratios in float32: ``numpy.corrcoef`` multiplies
+the stacked matrix by itself with a symmetric rank-k update (half the products), so its
+work for ``n`` queries and ``n`` candidates is only twice ours; float32 doubles the rate of
+the product again, so about 4x is the ceiling there, less the cost of standardising. A
+bfloat16 product (AMX units of recent Intel CPUs, GPUs) runs several times faster again,
+at the price of scores rounded to about 3 significant digits. With few queries and many
+candidates, the usual retrieval setting, corrcoef spends almost all its time on
+candidate x candidate correlations nobody asked for.
 
 Run: ``python benchmarks/bench_retrieval.py`` (a few minutes on 2 cores). For the size of
 the design claim (10,000 x 10,000 x 50,000, 4 GB of inputs; numpy.corrcoef would need
@@ -37,6 +41,7 @@ import time
 import tracemalloc
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
 from afo_encoding.decoding import score_candidates
@@ -78,45 +83,65 @@ def peak_extra_mib(func, output_bytes: int) -> float:
     return (peak - before - output_bytes) / 2**20
 
 
+def contenders_for(queries, candidates, chunk_size: int, devices: list[str]) -> dict:
+    """Every variant of score_candidates to time: numpy float32/float64, then torch float32
+    and bfloat16 on every device asked for (the CPU's AMX units run bfloat16 products)."""
+
+    def ours(**kw):
+        return lambda: score_candidates(queries, candidates, chunk_size=chunk_size, **kw)
+
+    contenders = {
+        "numpy float32": ours(),
+        "numpy float64": ours(dtype=np.float64),
+    }
+    for device in devices:
+        contenders[f"torch {device} float32"] = ours(device=device)
+        contenders[f"torch {device} bfloat16"] = ours(device=device, dtype="bfloat16")
+    return contenders
+
+
 def compare(shape, chunk_size: int, repeats: int, skip_corrcoef: bool,
-            memory_chunk_sizes: list[int]) -> None:
+            memory_chunk_sizes: list[int], devices: list[str]) -> None:
     n_q, n_c, n_v = shape
     queries, candidates = make_patterns(n_q, n_c, n_v)
     print(f"\n== queries x candidates x voxels = {n_q} x {n_c} x {n_v}, chunk_size "
           f"{chunk_size}, inputs {(queries.nbytes + candidates.nbytes) / 2**20:.0f} MiB")
 
-    def ours32():
-        return score_candidates(queries, candidates, chunk_size=chunk_size)
-
-    def ours64():
-        return score_candidates(queries, candidates, chunk_size=chunk_size, dtype=np.float64)
-
     def peer():
         return corrcoef_scores(queries, candidates)
 
-    contenders = {"score_candidates float32": ours32}
-    if not skip_corrcoef:
-        contenders["score_candidates float64"] = ours64
-        contenders["numpy.corrcoef (stacked)"] = peer
+    contenders = contenders_for(queries, candidates, chunk_size, devices)
+    if skip_corrcoef:
+        contenders = {"numpy float32": contenders["numpy float32"]}
+    else:
         ref = peer()
-        for name in ("score_candidates float32", "score_candidates float64"):
-            print(f"max |r - r_corrcoef| of {name}: {np.abs(contenders[name]() - ref).max():.1e}")
+        truth = np.arange(n_q) % n_c
+        print(f"same numbers? max |r - r_corrcoef| and top-1 agreement with corrcoef "
+              f"(corrcoef's own top-1 accuracy: {np.mean(ref.argmax(1) == truth):.3f})")
+        for name, func in contenders.items():
+            scores = func()
+            print(f"  {name:24s} {np.abs(scores - ref).max():.1e}   "
+                  f"{np.mean(scores.argmax(1) == ref.argmax(1)):.4f}")
+            del scores
         del ref
+        contenders["numpy.corrcoef (stacked)"] = peer
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, func in contenders.items():
             times[name].append(timed(func))
     for name, values in times.items():
-        print(f"{name}: {statistics.median(values):8.3f} s (median of {repeats})")
+        print(f"{name:26s} {statistics.median(values):8.3f} s (median of {repeats})")
     if not skip_corrcoef:
         ref_times = times["numpy.corrcoef (stacked)"]
-        for name in ("score_candidates float32", "score_candidates float64"):
-            ratio = statistics.median(r / t for r, t in zip(ref_times, times[name]))
-            print(f"speed-up of {name} over numpy.corrcoef: {ratio:.1f}x "
-                  "(median of per-repeat ratios)")
+        print("speed-up over numpy.corrcoef (median of per-repeat ratios):")
+        for name, values in times.items():
+            if name != "numpy.corrcoef (stacked)":
+                ratio = statistics.median(r / t for r, t in zip(ref_times, values))
+                print(f"  {name:24s} {ratio:5.1f}x")
         mem_ref = peak_extra_mib(peer, n_q * n_c * 8)
         print(f"peak extra memory of numpy.corrcoef: {mem_ref:9.1f} MiB")
-    print("peak extra memory of score_candidates float32 (beyond inputs and output):")
+    print("peak extra memory of score_candidates numpy float32 (beyond inputs and output; "
+          "tracemalloc does not see torch's allocations):")
     for size in memory_chunk_sizes:
         mem = peak_extra_mib(
             lambda s=size: score_candidates(queries, candidates, chunk_size=s), n_q * n_c * 4)
@@ -141,12 +166,18 @@ def main() -> None:
     parser.add_argument("--skip-corrcoef", action="store_true",
                         help="time only score_candidates in float32 (for sizes corrcoef "
                              "cannot hold)")
+    parser.add_argument("--devices", nargs="*", default=None,
+                        help="torch devices to time (default: cpu, and cuda when present)")
     args = parser.parse_args()
-    print(f"BLAS threads: {args.threads}")
+    devices = args.devices
+    if devices is None:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    torch.set_num_threads(args.threads)
+    print(f"BLAS and torch threads: {args.threads}; torch devices: {devices}")
     with threadpool_limits(args.threads):
         for shape in args.shape or [(1000, 1000, 20000), (100, 5000, 20000)]:
             compare(shape, args.chunk_size, args.repeats, args.skip_corrcoef,
-                    args.memory_chunk_sizes)
+                    args.memory_chunk_sizes, devices)
 
 
 if __name__ == "__main__":
