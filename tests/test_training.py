@@ -246,6 +246,13 @@ def test_greedy_soup_uses_each_ingredient_once_and_only_if_it_helps():
     state, score, used = greedy_soup(candidates[2:3], evaluate)
     assert used == [0]
     assert float(state["w"]) == pytest.approx(1.4)
+    # a tensor equal in every ingredient (a frozen parameter) comes out bit for bit (the
+    # average of three equal float32 tensors differs from them in ~15% of the entries)
+    frozen = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    with_frozen = [(c[0], lambda c=c: {**c[1](), "f": frozen.clone()}) for c in candidates]
+    state, _, used = greedy_soup(with_frozen, evaluate)
+    assert used == [2, 0, 1]
+    assert torch.equal(state["f"], frozen)
 
 
 # ----------------------------------------------------------------------- fit_model
@@ -314,6 +321,21 @@ def test_monitor_restricts_validation_to_chosen_voxels():
     assert r_clean.history["best_score"] > 0.9
     assert r_noisy.history["best_score"] < 0.5
     assert r_noisy.per_voxel_scores[0].shape == (10,)
+
+
+def test_a_subject_may_monitor_no_voxel_but_not_every_subject():
+    d0, _, _ = make_subject(seed=0, n_voxels=20, monitor=np.arange(20) < 5)
+    d1, _, _ = make_subject(seed=1, n_voxels=5, n_samples=60, monitor=np.zeros(5, bool))
+    _, result = fit([d0, d1], [20, 5], random_state=0)
+    # the validation score is the mean over subject 0's five monitored voxels
+    assert result.per_voxel_scores[1].shape == (0,)
+    assert result.history["final_score"] == pytest.approx(result.per_voxel_scores[0].mean())
+    last = result.history["val_score_subjects"][-1]
+    assert last[0] == pytest.approx(result.history["val_score"][-1])
+    assert np.isnan(last[1])
+    empty0, _, _ = make_subject(seed=0, n_voxels=20, monitor=np.array([], dtype=int))
+    with pytest.raises(ValueError, match="no voxel in any of the 2 subject"):
+        fit([empty0, d1], [20, 5], random_state=0)
 
 
 def test_loss_weight_zero_voxels_do_not_learn_and_soft_targets_teach():

@@ -76,8 +76,9 @@ def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str
     Parameters
     ----------
     model : torch.nn.Module
-        Only its class and parameter names and shapes enter (not the initial values, so a
-        fit with ``random_state=None`` still finds its run again).
+        Only its class, parameter names and shapes and the names of frozen parameters
+        (``requires_grad=False``) enter, not the values, so a fit with
+        ``random_state=None`` still finds its run again.
     subjects : list of SubjectData
         Targets, splits, loss weights, soft targets and monitored voxels enter; features
         enter through their ``fingerprint`` attribute, else their ``backbone_name`` and
@@ -98,6 +99,9 @@ def run_fingerprint(model: torch.nn.Module, subjects, config: dict, run_key: str
     h.update(type(model).__qualname__.encode())
     for name, value in model.state_dict().items():
         h.update(f"{name}{tuple(value.shape)}".encode())
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:  # a fit with frozen parameters is another fit (nothing added otherwise)
+        h.update(("frozen:" + ",".join(frozen)).encode())
     for data in subjects:
         _update_features(h, data.features)
         for arr in (

@@ -50,7 +50,9 @@ class SubjectData:
         Weight of each voxel's soft-target loss; required when ``soft_targets`` is given.
     monitor : ndarray of int or bool, shape (n_voxels,) | None
         Voxels whose mean validation Pearson r drives early stopping, checkpoint choice and
-        the soup; ``None`` means all voxels.
+        the soup; ``None`` means all voxels. It may select none (an All-for-One ROI this
+        subject lacks) when another subject of the fit has monitored voxels (see
+        :func:`check_monitors`).
     target_mean, target_scale : ndarray, shape (n_voxels,) | None
         The loss sees ``(y - target_mean) / target_scale`` for the targets and the soft
         targets (z-scored voxels, whatever their units: volts, tesla, % signal); the model
@@ -131,9 +133,9 @@ class SubjectData:
                     )
                 mon = np.flatnonzero(mon)
             mon = np.unique(mon.astype(np.int64))
-            if len(mon) == 0 or mon[0] < 0 or mon[-1] >= n_voxels:
+            if len(mon) and (mon[0] < 0 or mon[-1] >= n_voxels):
                 raise ValueError(
-                    f"monitor must select at least one voxel among {n_voxels}, got {mon!r}."
+                    f"monitor must hold voxel indices in [0, {n_voxels}), got {mon!r}."
                 )
             self.monitor_index = mon
 
@@ -141,6 +143,16 @@ class SubjectData:
     def n_voxels(self) -> int:
         """Number of voxels (columns of the targets)."""
         return self.targets.shape[1]
+
+
+def check_monitors(subjects: list[SubjectData]) -> None:
+    """Raise unless some subject monitors a voxel (validation averages over all of them)."""
+    if all(len(data.monitor_index) == 0 for data in subjects):
+        raise ValueError(
+            f"monitor selects no voxel in any of the {len(subjects)} subject(s), so there is "
+            "no validation score to stop on: monitor at least one voxel of one subject "
+            "(None monitors all)."
+        )
 
 
 class MixedSubjectSampler:

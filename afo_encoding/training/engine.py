@@ -30,7 +30,7 @@ from .checkpoints import (
     cpu_state_dict,
     run_fingerprint,
 )
-from .data import MixedSubjectSampler, SubjectData
+from .data import MixedSubjectSampler, SubjectData, check_monitors
 from .evaluation import VOXEL_CHUNK, validation_scores
 from .losses import voxel_loss_sum
 from .soup import greedy_soup
@@ -157,7 +157,8 @@ class FitResult:
         Final weights (the soup, or the best checkpoint), on the CPU.
     history : dict
         Per epoch: ``epoch``, ``train_loss``, ``val_score`` (mean r over the monitored
-        voxels of all subjects), ``val_score_subjects`` (per subject), ``seconds``; then
+        voxels of all subjects), ``val_score_subjects`` (per subject; NaN for a subject
+        that monitors no voxel), ``seconds``; then
         ``best_epoch``, ``best_score``, ``soup_epochs`` (the checkpoints averaged),
         ``final_score`` (validation score of the returned weights), ``stopped_early``.
     run_dir : str | None
@@ -276,8 +277,9 @@ def _train(fabric, job: _Job) -> FitResult:
         from pytorch_optimizer import AdaBelief
 
         net = job.model
+        # frozen parameters (a pre-fitted readout) neither train nor decay
         optimizer = AdaBelief(
-            net.parameters(),
+            [p for p in net.parameters() if p.requires_grad],
             lr=config.learning_rate,
             betas=config.betas,
             weight_decay=config.weight_decay,
@@ -355,7 +357,9 @@ def _train(fabric, job: _Job) -> FitResult:
             history["epoch"].append(epoch_number)
             history["train_loss"].append(train_loss)
             history["val_score"].append(score)
-            history["val_score_subjects"].append([float(np.mean(r)) for r in per_voxel])
+            history["val_score_subjects"].append(
+                [float(np.mean(r)) if len(r) else float("nan") for r in per_voxel]
+            )
             history["seconds"].append(time.perf_counter() - start)
             topk.offer(score, epoch_number, net)
             if score > state["best"]:
@@ -465,9 +469,12 @@ def fit_model(
     ----------
     model : torch.nn.Module
         Called as ``model(features, subject, voxel_index=..., return_regularization=True)``
-        and returning ``(prediction (B, n_selected), regulariser scalar)``.
+        and returning ``(prediction (B, n_selected), regulariser scalar)``. Parameters
+        with ``requires_grad=False`` stay as they are: the optimiser does not get them (no
+        weight decay) and the soup keeps them (see :func:`greedy_soup`).
     subjects : sequence of SubjectData
-        One per subject, in the model's subject order.
+        One per subject, in the model's subject order. A subject may monitor no voxel (its
+        validation score is then NaN) as long as another one monitors some.
     config : TrainingConfig | None
         The recipe (default: the paper's).
     engine : EngineConfig | None
@@ -500,6 +507,7 @@ def fit_model(
     subjects = list(subjects)
     if not subjects:
         raise ValueError("fit_model needs at least one subject.")
+    check_monitors(subjects)
     seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     run_dir = None
     if checkpoint_dir is not None:

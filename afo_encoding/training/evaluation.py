@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from .data import SubjectData
+from .data import SubjectData, check_monitors
 
 #: default number of voxels predicted per forward call
 VOXEL_CHUNK = 32768
@@ -194,11 +194,16 @@ def validation_scores(
     score : float
         Mean r over all monitored voxels, every voxel weighing the same across subjects.
     per_voxel : list of ndarray
-        The r of each monitored voxel, per subject.
+        The r of each monitored voxel, per subject (empty for a subject that monitors
+        none).
     """
+    check_monitors(subjects)
     rank, world = shard
     per_voxel = []
     for s, data in enumerate(subjects):
+        if len(data.monitor_index) == 0:
+            per_voxel.append(np.empty(0))
+            continue
         rows_index = data.val_index[rank::world]
         acc = PearsonAccumulator(len(data.monitor_index), device=device)
         for rows, cols, pred in iter_predictions(
