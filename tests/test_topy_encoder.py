@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -261,6 +262,91 @@ def test_afo_hooks_pass_through_fit():
         enc.fit(X, y, coords=coords, soft_targets=teacher[:, :4], soft_weight=1.0)
     with pytest.raises(ValueError, match="shape of the targets"):
         enc.fit(X, y, coords=coords, soft_targets=teacher[:100], soft_weight=1.0)
+
+
+# ----------------------------------------------------------- frozen readout
+
+
+@pytest.fixture(scope="module")
+def readout_source():
+    """An encoder fitted on images (2 layers, so a LayerSelector), and its data."""
+    images, y, coords = image_problem()
+    source = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    return source, images, y, coords
+
+
+def _readout_parameters(model):
+    return {
+        name: p.detach().clone()
+        for name, p in model.named_parameters()
+        if ".retina_mapper." in name or ".layer_selector." in name
+    }
+
+
+def test_frozen_readout_is_copied_and_only_the_rest_trains(readout_source):
+    source, images, y, coords = readout_source
+    frozen = _readout_parameters(source.model_)
+    assert frozen
+    assert np.abs(source.retina_map_).max() > 0  # a readout that moved
+    seen = []
+
+    def record(info):
+        model = info["model"]
+        assert all(
+            torch.equal(p, frozen[n]) and not p.requires_grad
+            for n, p in model.named_parameters()
+            if n in frozen
+        )
+        seen.append(next(model.adapters[0].blocks.parameters()).detach().clone())
+
+    # a strong weight decay on what the optimiser holds, and a soup of several
+    # checkpoints (an average would move the frozen weights by rounding)
+    enc = TopyEncoder(**{**TINY, "top_k": 3, "weight_decay": 0.5}, **IMAGES, random_state=1)
+    enc.fit(images, y, coords=coords, frozen_readout=source, callbacks=[record])
+    assert len(enc.history_["soup_epochs"]) > 1
+    after = _readout_parameters(enc.model_)
+    assert all(torch.equal(after[n], frozen[n]) for n in frozen)
+    np.testing.assert_array_equal(enc.retina_map_, source.retina_map_)
+    np.testing.assert_array_equal(enc.layer_weights_, source.layer_weights_)
+    assert not torch.equal(seen[0], seen[-1])  # the adapters train
+    assert all(p.requires_grad for p in enc.model_.parameters())  # an ordinary TopyNet
+    # a TopyNet works as a source too, and the frozen fit is another run on disk
+    enc2 = TopyEncoder(**{**TINY, "max_epochs": 1}, **IMAGES, random_state=1)
+    enc2.fit(images, y, coords=coords, frozen_readout=source.model_)
+    np.testing.assert_array_equal(enc2.retina_map_, source.retina_map_)
+
+
+def test_frozen_readout_checkpoints_never_mix_with_unfrozen_ones(readout_source, tmp_path):
+    source, images, y, coords = readout_source
+    params = {**TINY, "max_epochs": 1, "checkpoint_dir": tmp_path}
+    TopyEncoder(**params, **IMAGES, random_state=1).fit(images, y, coords=coords)
+    TopyEncoder(**params, **IMAGES, random_state=1).fit(
+        images, y, coords=coords, frozen_readout=source
+    )
+    assert len(list(tmp_path.glob("run-*"))) == 2
+
+
+def test_mismatched_frozen_readout_gets_clear_errors(readout_source):
+    source, images, y, coords = readout_source
+    enc = TopyEncoder(**{**TINY, "max_epochs": 1}, **IMAGES, random_state=1)
+    with pytest.raises(ValueError, match="not fitted"):
+        enc.fit(images, y, coords=coords, frozen_readout=TopyEncoder())
+    with pytest.raises(TypeError, match="frozen_readout must be a fitted TopyEncoder"):
+        enc.fit(images, y, coords=coords, frozen_readout="pyramid")
+    with pytest.raises(ValueError, match="fitted on 1 subject.*this fit has 2"):
+        enc.fit([images, images], [y, y], coords=[coords, coords], frozen_readout=source)
+    with pytest.raises(ValueError, match="Subject 0: frozen_readout has 6 voxel.*this fit 5"):
+        enc.fit(images, y[:, :5], coords=coords[:5], frozen_readout=source)
+    with pytest.raises(ValueError, match="coordinates differ.*largest difference 0.5"):
+        enc.fit(images, y, coords=coords + [0.5, 0, 0], frozen_readout=source)
+    with pytest.raises(ValueError, match="reads 2 backbone layer.*this fit 3"):
+        TopyEncoder(**TINY, backbone_params={"image_size": 32, "n_scales": 3}, random_state=1).fit(
+            images, y, coords=coords, frozen_readout=source
+        )
+    with pytest.raises(ValueError, match="uniform_layers=False, this fit with uniform_lay"):
+        TopyEncoder(**TINY, **IMAGES, uniform_layers=True, random_state=1).fit(
+            images, y, coords=coords, frozen_readout=source
+        )
 
 
 # ---------------------------------------------------------------- bad input

@@ -6,12 +6,14 @@ import copy
 import hashlib
 import json
 import numbers
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -94,6 +96,110 @@ def _ids_digest(ids: list[str]) -> str:
     for i in ids:
         h.update(i.encode())
     return h.hexdigest()
+
+
+#: TopyNet options that shape the RetinaMapper and the LayerSelector (besides the layers)
+_READOUT_OPTIONS = ("n_frequencies", "max_frequency", "hidden", "freeze_retina", "uniform_layers")
+
+
+@dataclass(frozen=True)
+class _ReadoutSource:
+    """What a frozen readout takes from a fitted model: per subject, its coordinates and
+    the weights of its RetinaMapper and LayerSelector MLPs (``None`` for a FrozenRM /
+    FrozenLS one); the options that shape them; a digest of the weights."""
+
+    n_layers: int
+    options: dict
+    coords: list
+    retina_mapper: list
+    layer_selector: list
+    digest: str
+
+
+def _readout_source(source: Any) -> _ReadoutSource:
+    """The frozen readout of a fitted TopyEncoder, AllForOneEncoder or TopyNet.
+
+    All-for-One extracts it once and hands this to its workers: a few MB, where the whole
+    network (heads of n_voxels x D) may weigh hundreds.
+    """
+    from ..nn import TopyNet
+
+    if isinstance(source, _ReadoutSource):
+        return source
+    model = source if isinstance(source, TopyNet) else getattr(source, "model_", None)
+    if not isinstance(model, TopyNet):
+        if isinstance(source, BaseEstimator) and hasattr(source, "fit"):
+            raise NotFittedError(
+                f"frozen_readout: this {type(source).__name__} is not fitted. Fit it on the "
+                "same subjects and voxels first, then pass it (or pass its model_)."
+            )
+        raise TypeError(
+            "frozen_readout must be a fitted TopyEncoder or AllForOneEncoder, or a TopyNet, "
+            f"got {type(source).__name__}."
+        )
+    h = hashlib.blake2b(digest_size=8)
+    states = {"retina_mapper": [], "layer_selector": []}
+    for s, sub in enumerate(model.subjects):
+        for part, values in states.items():
+            mlp = getattr(sub, part).mlp
+            state = None
+            if mlp is not None:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in mlp.state_dict().items()}
+                for k, v in state.items():
+                    h.update(f"{s}.{part}.{k}{tuple(v.shape)}{v.dtype}".encode())
+                    h.update(v.contiguous().view(torch.uint8).numpy().tobytes())
+            values.append(state)
+    return _ReadoutSource(
+        n_layers=model.n_layers,
+        options={k: model.config[k] for k in _READOUT_OPTIONS},
+        coords=[np.asarray(c, dtype=np.float64) for c in model.config["coords"]],
+        digest=h.hexdigest(),
+        **states,
+    )
+
+
+def _freeze_readout(model, source: _ReadoutSource) -> None:
+    """Copy ``source``'s RetinaMapper and LayerSelector weights into ``model`` and freeze
+    them (``requires_grad=False``), after checking that both read the same voxels."""
+    if source.n_layers != model.n_layers:
+        raise ValueError(
+            f"frozen_readout reads {source.n_layers} backbone layer(s), this fit "
+            f"{model.n_layers}: its LayerSelector does not fit. Use the backbone and layers "
+            "the frozen readout was fitted with."
+        )
+    if len(source.coords) != model.n_subjects:
+        raise ValueError(
+            f"frozen_readout was fitted on {len(source.coords)} subject(s), this fit has "
+            f"{model.n_subjects}: pass a model fitted on the same subjects, in the same order."
+        )
+    for s, (theirs, ours) in enumerate(zip(source.coords, model.config["coords"])):
+        if theirs.shape != ours.shape:
+            raise ValueError(
+                f"Subject {s}: frozen_readout has {theirs.shape[0]} voxel(s) with "
+                f"{theirs.shape[1]}-D coordinates, this fit {ours.shape[0]} with "
+                f"{ours.shape[1]}-D ones. Fit it on the same voxels (same mask, same dropped "
+                "voxels, same coordinates)."
+            )
+        if not np.array_equal(theirs, ours):
+            worst = float(np.max(np.abs(theirs - ours)))
+            raise ValueError(
+                f"Subject {s}: the voxel coordinates differ from frozen_readout's (largest "
+                f"difference {worst:.3g}), so its positional encoding would differ. Fit it on "
+                "the same voxels with the same coordinates."
+            )
+    for name, value in source.options.items():
+        if model.config[name] != value:
+            raise ValueError(
+                f"frozen_readout was built with {name}={value!r}, this fit with "
+                f"{name}={model.config[name]!r}: its RetinaMapper and LayerSelector do not "
+                "fit. Use the same value."
+            )
+    for sub, *states in zip(model.subjects, source.retina_mapper, source.layer_selector):
+        for part, state in zip(("retina_mapper", "layer_selector"), states):
+            mlp = getattr(sub, part).mlp
+            if mlp is not None:
+                mlp.load_state_dict(state)
+                mlp.requires_grad_(False)
 
 
 class TopyEncoder(RegressorMixin, BaseEstimator):
@@ -396,6 +502,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         soft_targets: Any = None,
         soft_weight: Any = None,
         monitor: Any = None,
+        frozen_readout: Any = None,
         callbacks: Any = (),
     ) -> TopyEncoder:
         """Fit the model on images ``X`` and responses ``y``.
@@ -416,7 +523,16 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             Weight of each voxel's soft-target loss; required with ``soft_targets``.
         monitor : array of int or bool, or a list, optional
             Voxels whose validation score drives early stopping, checkpoint choice and the
-            soup (default: all).
+            soup (default: all). A subject may monitor none when another one monitors
+            some (its ``validation_scores_`` entry is then empty).
+        frozen_readout : TopyEncoder, AllForOneEncoder or TopyNet, optional
+            A model fitted on the same subjects and voxels (same coordinates) with the same
+            backbone layers: its RetinaMapper and LayerSelector are copied into this model
+            and frozen (they neither train nor decay; ``retina_map_`` and
+            ``layer_weights_`` come out equal to its own), so only the adapters, the global
+            branch and the heads train. All-for-One's ``freeze_readout`` passes its first
+            all-ROI model to every stage fit this way (the paper reports twice faster
+            convergence). ``d_model`` may differ: the readout does not depend on it.
         callbacks : sequence of callable
             Called after every epoch (see :func:`afo_encoding.training.fit_model`).
 
@@ -436,6 +552,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
+        readout = None if frozen_readout is None else _readout_source(frozen_readout)
         multi = is_multi_subject(X, y)
         Xs, ys = (list(X), list(y)) if multi else ([X], [y])
         n_subjects = len(Xs)
@@ -513,6 +630,8 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                 freeze_retina=self.freeze_retina,
                 uniform_layers=self.uniform_layers,
             )
+        if readout is not None:
+            _freeze_readout(model, readout)
         config = TrainingConfig(
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
@@ -531,16 +650,16 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             strategy=self.strategy,
             num_nodes=self.num_nodes,
         )
-        run_key = json.dumps(
-            {
-                "model": {k: v for k, v in model.config.items() if k != "coords"},
-                "coords": [
-                    hashlib.blake2b(space.coords.tobytes(), digest_size=8).hexdigest()
-                    for space in spaces
-                ],
-            },
-            sort_keys=True,
-        )
+        key = {
+            "model": {k: v for k, v in model.config.items() if k != "coords"},
+            "coords": [
+                hashlib.blake2b(space.coords.tobytes(), digest_size=8).hexdigest()
+                for space in spaces
+            ],
+        }
+        if readout is not None:  # (unfrozen fits keep the run folders they had)
+            key["frozen_readout"] = readout.digest
+        run_key = json.dumps(key, sort_keys=True)
         result = fit_model(
             model,
             subjects,
@@ -553,6 +672,8 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             callbacks=callbacks,
         )
         model = model.cpu().eval()
+        # the fitted model_ is an ordinary TopyNet (as load() rebuilds it), frozen or not
+        model.requires_grad_(True)
         # the network learnt z-scored voxels: fold each voxel's scale and mean into its head
         # (y = m.w / D + b is linear in w and b), so that it predicts in the units of y
         with torch.no_grad():
