@@ -220,10 +220,137 @@ def test_several_subjects():
     assert len(afo.stage_voxel_scores_["stage2"]) == 2
     assert len(afo.stage_estimators_["stage1"]) == 3
     assert len(afo.stage_estimators_["stage1"][0]) == 1
-    with pytest.raises(ValueError, match="no voxel in subject"):
-        AllForOneEncoder(_estimator(), rois=[LABELS, np.repeat("v1", 12)]).fit(
-            [X, X2], [Y, Y2], coords=[coords, coords2]
-        )
+
+
+def test_an_roi_present_in_one_subject_only(fit_calls):
+    X, Y, coords = _data()
+    X2, Y2, coords2 = _data(seed=1, n=60)
+    labels2 = np.repeat(["v2", "v1"], [6, 6])  # subject 1 has no v3
+    afo = AllForOneEncoder(_estimator(), rois=[LABELS, labels2], n_folds=2, random_state=0)
+    afo.fit([X, X2], [Y, Y2], coords=[coords, coords2])
+    assert afo.rois_.tolist() == ["v1", "v2", "v3"]
+    assert len(fit_calls) == 3 * 2 + 3 * 2 + 1  # ROI-major, 2 folds each
+    v3_stage1, v3_stage2 = fit_calls[4:6], fit_calls[10:12]
+    for call in v3_stage1 + v3_stage2:
+        # subject 1 gives v3's models no ground truth and no monitored voxel ...
+        np.testing.assert_array_equal(call["loss_weight"][1], np.zeros(N_VOXELS))
+        assert not np.any(call["monitor"][1])
+        np.testing.assert_array_equal(call["monitor"][0], LABELS == "v3")
+    for call in v3_stage2:  # ... and in stage 2 only helpers
+        np.testing.assert_allclose(call["soft_weight"][1], np.full(N_VOXELS, 0.25))
+    # every voxel of both subjects has a teacher: its own ROI's models
+    teacher = fit_calls[-1]["soft_targets"]
+    assert [t.shape for t in teacher] == [(N_SAMPLES, N_VOXELS), (60, N_VOXELS)]
+    assert all(np.all(np.isfinite(t)) for t in teacher)
+    # the v3 column averages subject 0's v3 voxels; v1 those of both subjects
+    for stage in ("stage1", "stage2", "stage3"):
+        per_subject = afo.stage_voxel_scores_[stage]
+        row = afo.stage_scores_.loc[stage]
+        assert row["v3"] == pytest.approx(per_subject[0][LABELS == "v3"].mean())
+        v1 = np.r_[per_subject[0][LABELS == "v1"], per_subject[1][labels2 == "v1"]]
+        assert row["v1"] == pytest.approx(v1.mean())
+    assert np.all(np.isfinite(afo.stage_scores_.to_numpy()))
+
+
+def test_an_roi_without_a_voxel_in_any_subject_is_an_error(monkeypatch):
+    import afo_encoding.parcellation as parcellation
+
+    X, Y, coords = _data()
+    # veROI labels are numbered 0..n_rois-1: a number no voxel got would be an empty ROI
+    gap = np.repeat([0, 2], [6, 6])
+    monkeypatch.setattr(parcellation, "veroi", lambda *a, **k: (gap, np.zeros((1, 4))))
+    with pytest.raises(ValueError, match=r"ROI\(s\) \[1\] have no voxel in any subject"):
+        AllForOneEncoder(
+            _estimator(), rois="veroi", n_rois=3, dark_knowledge="in_sample", random_state=0
+        ).fit(X, Y, coords=coords)
+
+
+def _image_data(n=40, n_voxels=6):
+    """Images of 16 px (2 pyramid layers: a RetinaMapper and a LayerSelector that learn)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    gray = images.mean(-1)
+    Y = gray[:, :8, :8].mean((1, 2))[:, None] + rng.normal(size=(n, n_voxels))
+    return images, Y.astype(np.float32), rng.normal(size=(n_voxels, 3))
+
+
+def _image_estimator():
+    return _estimator(backbone_params={"image_size": 16, "n_scales": 2})
+
+
+def test_freeze_readout_fits_the_first_model_once_and_freezes_it_in_every_stage(
+    fit_calls, tmp_path
+):
+    images, Y, coords = _image_data()
+    afo = AllForOneEncoder(
+        _image_estimator(),
+        rois="veroi",
+        n_rois=2,
+        freeze_readout=True,
+        dark_knowledge="in_sample",
+        keep_stage_estimators=True,
+        random_state=0,
+    ).fit(images, Y, coords=coords)
+    # the naive model that veROIs come from is the frozen readout: one fit, not two
+    assert len(fit_calls) == 1 + 2 + 2 + 1
+    assert fit_calls[0]["frozen_readout"] is None
+    assert all(call["frozen_readout"] is fit_calls[1]["frozen_readout"] for call in fit_calls[1:])
+    naive = afo.stage_estimators_["naive"][0][0]
+    assert np.abs(naive.retina_map_).max() > 0  # it learnt a readout
+    stage_models = [
+        enc for stage in ("stage1", "stage2", "stage3") for roi in afo.stage_estimators_[stage]
+        for enc in roi
+    ]  # fmt: skip
+    assert len(stage_models) == 5
+    for enc in stage_models:
+        np.testing.assert_array_equal(enc.retina_map_, naive.retina_map_)
+        np.testing.assert_array_equal(enc.layer_weights_, naive.layer_weights_)
+    assert list(afo.stage_scores_.index) == ["naive", "stage1", "stage2", "stage3"]
+    assert load(afo.save(tmp_path / "afo.safetensors")).get_params()["freeze_readout"] is True
+    # the fitted recipe is itself a frozen readout for a TopyEncoder
+    fit_calls.clear()
+    enc = _image_estimator().fit(images, Y, coords=coords, frozen_readout=afo)
+    np.testing.assert_array_equal(enc.retina_map_, afo.retina_map_)
+    # with given ROIs, the first all-ROI model is fitted for the readout only
+    AllForOneEncoder(
+        _image_estimator(),
+        rois=np.repeat([0, 1], 3),
+        freeze_readout=True,
+        dark_knowledge="in_sample",
+        random_state=0,
+    ).fit(images, Y, coords=coords)
+    assert len(fit_calls) == 1 + 1 + 2 + 2 + 1
+    assert fit_calls[1]["frozen_readout"] is None
+    assert all(call["frozen_readout"] is not None for call in fit_calls[2:])
+
+
+def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(fit_calls, tmp_path):
+    from joblib import parallel_config
+
+    images, Y, coords = _image_data()
+    params = {
+        "rois": np.repeat([0, 1], 3),
+        "dark_knowledge": "in_sample",
+        "freeze_readout": True,
+        "checkpoint_dir": tmp_path,
+        "random_state": 0,
+    }
+    with parallel_config(backend="threading", n_jobs=2), pytest.warns(UserWarning, match="thread"):
+        first = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
+    assert len(fit_calls) == 1 + 2 + 2 + 1
+    naive = load(next(tmp_path.glob("afo-*/naive.safetensors")))
+    np.testing.assert_array_equal(first.retina_map_, naive.retina_map_)
+    # a second run finds every fit on disk, the first model included
+    fit_calls.clear()
+    again = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
+    assert fit_calls == []
+    np.testing.assert_array_equal(again.predict(images), first.predict(images))
+    # the same recipe without the frozen readout is another run
+    AllForOneEncoder(_image_estimator(), **{**params, "freeze_readout": False}).fit(
+        images, Y, coords=coords
+    )
+    assert len(fit_calls) == 2 + 2 + 1
+    assert len(list(tmp_path.glob("afo-*"))) == 2
 
 
 def test_save_load_round_trip(tmp_path):
@@ -288,6 +415,7 @@ def test_bad_parameters_get_clear_errors():
         ({"n_folds": 1}, "n_folds must be an integer >= 2"),
         ({"n_stage2_rounds": 0}, "n_stage2_rounds"),
         ({"soft_weight": 0.0}, "soft_weight must be a positive"),
+        ({"freeze_readout": "yes"}, "freeze_readout must be True or False"),
         ({"rois": "atlas"}, "rois must be 'veroi', 'random'"),
         ({"rois": LABELS[:5]}, "one label per voxel"),
         ({"rois": np.r_[np.nan, np.zeros(11)]}, "contain NaN"),

@@ -21,6 +21,16 @@ is then never a model that memorised that image's noise (the original code disti
 in-sample predictions, which copy the training noise back into the students).
 ``dark_knowledge="in_sample"`` is the paper's variant (one fit per ROI, predicting its own
 training images).
+
+With ``freeze_readout=True`` a first all-ROI model (the naive one, which veROIs are cut
+from anyway) is fitted before stage 1, and its RetinaMapper and LayerSelector are copied
+into every stage model and frozen (``TopyEncoder.fit(frozen_readout=...)``): the stage fits
+train the adapters, the global branch and the heads only.
+
+An ROI need not exist in every subject (an atlas area outside one subject's mask, veROIs
+clustered over all subjects' voxels): a subject without ROI ``k`` gives ROI ``k``'s models
+no ground-truth loss and no monitored voxel (in stage 2 it holds helpers only), and its
+voxels take their teacher from their own ROIs' models.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._logging import logger, progress, use_log_level
 from ._base import as_flat_features, feature_device, is_multi_subject, row_ids
-from .topy import TopyEncoder
+from .topy import TopyEncoder, _readout_source
 
 __all__ = ["AllForOneEncoder", "random_rois_like"]
 
@@ -152,11 +162,13 @@ def _run_fit(
     multi: bool,
     seed: int | None,
     out_dir: str | None,
+    frozen_readout: Any = None,
 ) -> _FitOutput:
     """Fit one stage model (in a joblib worker or in the parent) and predict its teacher rows.
 
     With ``out_dir``, a finished fit is saved there (``<name>.safetensors`` and
-    ``<name>.npz``) and found again instead of refitted.
+    ``<name>.npz``) and found again instead of refitted. ``frozen_readout`` goes to
+    ``TopyEncoder.fit``.
     """
     import torch
 
@@ -195,7 +207,12 @@ def _run_fit(
         return value if multi else value[0]
 
     with torch.random.fork_rng(devices=[]):
-        encoder.fit(one(X_fit), one(y_fit), **{k: one(v) for k, v in kw.items()})
+        encoder.fit(
+            one(X_fit),
+            one(y_fit),
+            **{k: one(v) for k, v in kw.items()},
+            frozen_readout=frozen_readout,
+        )
     teacher = []
     for s in range(n):
         rows = spec.predict_index[s]
@@ -230,7 +247,8 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         The ROIs:
 
         - a label per voxel (array over the raw or the kept voxels; a list of them, one per
-          subject), any hashable labels (every distinct value is one ROI);
+          subject), any hashable labels (every distinct value is one ROI; an ROI may be
+          missing in some subjects, see the module notes);
         - an atlas in the container of ``y`` (e.g. a 3D label image for a Niimg ``y``),
           read with the response space's ``transform``;
         - ``"random"``: random ROIs (``n_rois`` of them, of equal or given sizes); for
@@ -260,6 +278,12 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         stage 1 and a final model below NaiveMix, 0.25 a final model above NaiveMix.
     n_stage2_rounds : int, default=1
         Rounds of stage 2; 2 is the S2+1 ablation (a second round distilled from the first).
+    freeze_readout : bool, default=False
+        Fit one all-ROI model first (the ``"naive"`` row of ``stage_scores_``; with
+        ``rois="veroi"`` the one veROIs come from, not a second fit) and freeze its
+        RetinaMapper and LayerSelector in every stage-1, stage-2 and stage-3 model
+        (``TopyEncoder.fit(frozen_readout=...)``): the paper pre-fits them once and reports
+        twice faster convergence. No effect with ``recipe="naive"``.
     keep_stage_estimators : bool, default=False
         Keep every stage model in ``stage_estimators_`` (memory: one TopyNet per fit).
     n_jobs : int or None, default=None
@@ -291,12 +315,12 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         ROI index of every kept voxel (one array per subject when several).
     stage_scores_ : pandas.DataFrame
         Validation Pearson r, one row per stage (``"naive"``, ``"stage1"``, ``"stage2"``,
-        ``"stage2+1"``..., ``"stage3"``), one column per ROI (its voxels' mean) and
-        ``"all"`` (mean over all voxels). A voxel's score in an ROI stage is the one of its
-        own ROI's model, averaged over the folds; with out-of-fold teachers the ROI models
-        trained on ``(n_folds - 1) / n_folds`` of the images (each on its own validation
-        split), so compare stage 1 with stage 2 here, and the final model with others on
-        test images.
+        ``"stage2+1"``..., ``"stage3"``), one column per ROI (the mean over its voxels in
+        the subjects that have it) and ``"all"`` (mean over all voxels). A voxel's score
+        in an ROI stage is the one of its own ROI's model, averaged over the folds; with
+        out-of-fold teachers the ROI models trained on ``(n_folds - 1) / n_folds`` of the
+        images (each on its own validation split), so compare stage 1 with stage 2 here,
+        and the final model with others on test images.
     stage_voxel_scores_ : dict
         Stage name -> per-voxel validation r (a list per subject when several).
     stage_estimators_ : dict
@@ -318,7 +342,9 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
     backbone runs once per image for the whole recipe. Every stage model has all voxels'
     heads (masked by ``loss_weight``), so the positional encoding is the same in every
     stage; the cost is the readout of the masked voxels (``n_voxels_per_step`` of the
-    estimator bounds it).
+    estimator bounds it). ``freeze_readout`` adds one all-ROI fit on all the images (none
+    with ``rois="veroi"``, which fits it anyway); ``benchmarks/bench_afo.py
+    --freeze-readout`` measures what it saves in the stage fits.
 
     Examples
     --------
@@ -338,6 +364,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         n_folds: int = 3,
         soft_weight: float = 0.25,
         n_stage2_rounds: int = 1,
+        freeze_readout: bool = False,
         keep_stage_estimators: bool = False,
         n_jobs: int | None = None,
         memory: Any = None,
@@ -354,6 +381,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         self.n_folds = n_folds
         self.soft_weight = soft_weight
         self.n_stage2_rounds = n_stage2_rounds
+        self.freeze_readout = freeze_readout
         self.keep_stage_estimators = keep_stage_estimators
         self.n_jobs = n_jobs
         self.memory = memory
@@ -378,6 +406,8 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
         if not isinstance(self.soft_weight, numbers.Real) or not self.soft_weight > 0:
             raise ValueError(f"soft_weight must be a positive number, got {self.soft_weight!r}.")
+        if not isinstance(self.freeze_readout, (bool, np.bool_)):
+            raise ValueError(f"freeze_readout must be True or False, got {self.freeze_readout!r}.")
         if self.estimator is None:
             return TopyEncoder()
         if not isinstance(self.estimator, TopyEncoder):
@@ -563,7 +593,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         self.stage_estimators_ = {}
         self.stage_seconds_ = {}
         naive = None
-        if self.recipe == "naive" or _is(self.rois, "veroi"):
+        if self.recipe == "naive" or _is(self.rois, "veroi") or self.freeze_readout:
             spec = _FitSpec("naive", "naive", None, None, all_rows, [None] * n_sub)
             (naive,) = run.stage("naive", [spec])
             scores["naive"] = naive.scores
@@ -586,13 +616,16 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         else:
             codes, names = resolved
         n_rois = len(names)
-        for k in range(n_rois):
-            missing = [s for s in range(n_sub) if not np.any(codes[s] == k)]
-            if missing:
-                raise ValueError(
-                    f"ROI {names[k]!r} has no voxel in subject(s) {missing}: every ROI must be "
-                    "present in every subject."
-                )
+        empty = [k for k in range(n_rois) if not any(np.any(c == k) for c in codes)]
+        if empty:
+            empty = np.asarray(names)[empty].tolist()
+            raise ValueError(
+                f"ROI(s) {empty} have no voxel in any subject, so no model can be fitted or "
+                "scored for them: give labels that name only ROIs with voxels."
+            )
+        if self.freeze_readout:
+            # the per-subject weights and coordinates only: what every stage fit copies
+            run.frozen_readout = _readout_source(naive.encoder)
         self.rois_ = names
         self.roi_labels_ = codes if multi else codes[0]
         folds = self._folds(run.ids, rng)
@@ -602,6 +635,8 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
             for k in range(n_rois):
                 in_roi = [(c == k).astype(np.float32) for c in codes]
                 for f, (train, predict) in enumerate(folds):
+                    # a subject without the ROI needs no teacher rows from its models
+                    predict = [p if m.any() else None for p, m in zip(predict, in_roi)]
                     if ground_truth_helpers:
                         loss_weight, soft_weight = [np.ones_like(m) for m in in_roi], None
                     else:
@@ -688,6 +723,8 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         for out, spec_k, spec_f in _indexed(outputs, n_rois, n_folds):
             for s in range(n_sub):
                 cols = codes[s] == spec_k
+                if not cols.any():  # the subject lacks this ROI: nothing to take
+                    continue
                 rows = folds[spec_f][1][s]
                 teacher[s][np.ix_(rows, np.flatnonzero(cols))] = out.teacher[s][:, cols]
                 fit_scores = np.asarray(out.scores[s])
@@ -865,6 +902,7 @@ class _Run:
         self.coords = coords
         self.multi = multi
         self.ids = ids
+        self.frozen_readout = None  # set once the first all-ROI model is fitted
         self.out_dir = None
         if afo.checkpoint_dir is not None:
             key = _digest(
@@ -912,6 +950,7 @@ class _Run:
                 self.multi,
                 self.seed,
                 None if self.out_dir is None else str(self.out_dir),
+                self.frozen_readout,
             )
             for spec in specs
         )
