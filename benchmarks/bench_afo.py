@@ -9,14 +9,21 @@ early, mid and late areas read different features), this script
    areas, serially and with ``n_jobs=2``, and checks that the backbone ran once per
    distinct training image for the whole recipe (a backbone whose forward appends to a
    file counts the images of every process, workers included);
-3. runs the ablations of the paper's Table 3 (NoDK, randROI, S2+1) and prints a
-   stage x ROI table: validation Pearson r of every stage (``stage_scores_``) and the
-   test r of the final models.
+3. runs the ablations of the paper's Table 3 (NoDK, randROI, S2+1) and the frozen
+   readout, and prints a stage x ROI table: validation Pearson r of every stage
+   (``stage_scores_``) and the test r of the final models.
+
+With ``--freeze-readout`` it only compares the recipe with and without a pre-fitted, frozen
+RetinaMapper/LayerSelector (``freeze_readout=True``; the paper reports twice faster
+convergence): per stage, the median over the stage fits and ``--repeats`` seeds of the
+epoch of the best validation score, of the epochs run (early stopping) and of the stage's
+wall time, frozen / not frozen, and the test r of the final models.
 
 Usage::
 
     python benchmarks/bench_afo.py            # about 15-30 min on 2 busy CPU cores
     python benchmarks/bench_afo.py --quick    # a smoke run (minutes)
+    python benchmarks/bench_afo.py --freeze-readout --n-images 400 --n-voxels 90
 """
 
 from __future__ import annotations
@@ -75,6 +82,73 @@ def _per_area(r: np.ndarray, rois: np.ndarray) -> dict:
     return row
 
 
+def _stage_fits(afo: AllForOneEncoder) -> dict:
+    """Stage name -> the TopyEncoders of its fits (``keep_stage_estimators=True``)."""
+    return {
+        stage: [enc for roi in models for enc in roi]
+        for stage, models in afo.stage_estimators_.items()
+        if stage != "naive"
+    }
+
+
+def compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, repeats):
+    """Epochs to the best validation score and wall time of the stage fits, with and
+    without the frozen readout (medians over the fits of a stage and over seeds)."""
+    rows, first_model = [], []
+    for seed in range(repeats):
+        for frozen in (False, True):
+            clear_feature_cache()
+            est = TopyEncoder(**{**estimator.get_params(), "random_state": seed})
+            clock = time.perf_counter()
+            afo = AllForOneEncoder(
+                est,
+                **{**afo_params, "random_state": seed},
+                freeze_readout=frozen,
+                keep_stage_estimators=True,
+            ).fit(X, Y, **fit_kw)
+            total = time.perf_counter() - clock
+            test_r = float(np.mean(pearson_r(Y_test, afo.predict(X_test))))
+            if frozen:
+                first_model.append(afo.stage_seconds_["naive"])
+            for stage, fits in _stage_fits(afo).items():
+                rows.append(
+                    {
+                        "seed": seed,
+                        "frozen": frozen,
+                        "stage": stage,
+                        "best_epoch": float(np.median([f.history_["best_epoch"] for f in fits])),
+                        "epochs_run": float(np.median([f.n_iter_ for f in fits])),
+                        "seconds": afo.stage_seconds_[stage],
+                        "recipe_seconds": total,
+                        "test_r": test_r,
+                    }
+                )
+            print(
+                f"seed {seed}, freeze_readout={frozen}: {total:.1f} s, final test r {test_r:.3f}"
+            )
+    runs = pd.DataFrame(rows)
+    table = runs.groupby(["stage", "frozen"])[["best_epoch", "epochs_run", "seconds"]].median()
+    table = table.unstack("frozen")
+    for column in ("best_epoch", "epochs_run", "seconds"):
+        table[(column, "ratio")] = table[(column, True)] / table[(column, False)]
+    table = table.reindex(["stage1", "stage2", "stage3"])
+    whole = runs.groupby("frozen")[["recipe_seconds", "test_r"]].median()
+    with pd.option_context(
+        "display.float_format", "{:.2f}".format, "display.width", 160, "display.max_columns", None
+    ):
+        print(
+            f"\nStage fits, medians over the fits of a stage and {repeats} seed(s); "
+            "ratio = frozen / not frozen"
+        )
+        print(table)
+        print("\nWhole recipe (median over seeds), the frozen one including its first model")
+        print(whole)
+    print(
+        f"first all-ROI model of the frozen recipe (the readout): median "
+        f"{np.median(first_model):.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
@@ -82,10 +156,18 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--n-voxels", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=None, help="default: epochs // 3")
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--n-folds", type=int, default=2)
     parser.add_argument("--snr", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--skip-ablations", action="store_true")
+    parser.add_argument(
+        "--freeze-readout",
+        action="store_true",
+        help="only compare stage fits with and without a frozen RetinaMapper/LayerSelector",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="seeds for --freeze-readout")
     args = parser.parse_args()
     if args.quick:
         args.n_images, args.n_test, args.n_voxels, args.epochs = 300, 100, 90, 3
@@ -112,7 +194,8 @@ def main() -> None:
         batch_size=64,
         sigma=0.1,
         max_epochs=args.epochs,
-        n_iter_no_change=max(5, args.epochs // 3),
+        learning_rate=args.learning_rate,
+        n_iter_no_change=args.patience or max(5, args.epochs // 3),
         top_k=2,
         n_voxels_per_step=None,
         device="cpu",
@@ -128,13 +211,17 @@ def main() -> None:
         f"thread(s) per process, {os.cpu_count()} CPUs."
     )
 
+    afo_params = {"rois": rois, "n_folds": args.n_folds, "random_state": 0}
+    if args.freeze_readout:
+        compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, args.repeats)
+        return
+
     _reset(counter)
     clock = time.perf_counter()
     naive = TopyEncoder(**estimator.get_params()).fit(X, Y, **fit_kw)
     t_topy = time.perf_counter() - clock
     print(f"one TopyEncoder fit (NaiveMix): {t_topy:.1f} s, {naive.n_iter_} epochs")
 
-    afo_params = {"rois": rois, "n_folds": args.n_folds, "random_state": 0}
     timings, runs = {}, {}
     for n_jobs in (1, 2):
         _reset(counter)
@@ -172,6 +259,7 @@ def main() -> None:
             "S2+1": {"n_stage2_rounds": 2},
             "in-sample DK": {"dark_knowledge": "in_sample"},
             "soft_weight=1": {"soft_weight": 1.0},
+            "frozen readout": {"freeze_readout": True},
         }
         for name, change in ablations.items():
             clock = time.perf_counter()
