@@ -421,3 +421,25 @@ def test_resume_after_interruption_gives_the_uninterrupted_model(tmp_path):
     assert epochs == [3, 4, 5, 6]
     assert enc.history_["val_score"] == straight.history_["val_score"]
     np.testing.assert_array_equal(enc.predict(X), straight.predict(X))
+
+
+# ------------------------------------------------------- a RetinaMapper stuck on the border
+
+
+def test_a_retina_map_stuck_on_the_border_warns():
+    from sklearn.exceptions import ConvergenceWarning
+
+    images, y, coords = image_problem()
+    params = {**TINY, "max_epochs": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a healthy fit stays quiet
+        source = TopyEncoder(**params, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    # what too large a step does: the MLP's output runs far out and tanh saturates (the
+    # frozen readout carries the stuck map into a new fit unchanged)
+    with torch.no_grad():
+        source.model_.subjects[0].retina_mapper.mlp[-1].bias.fill_(30.0)
+    with pytest.warns(ConvergenceWarning, match=r"put 100% of the voxels on the border"):
+        enc = TopyEncoder(**params, **IMAGES, random_state=0).fit(
+            images, y, coords=coords, frozen_readout=source
+        )
+    assert np.all(np.abs(enc.retina_map_) >= 0.99)
