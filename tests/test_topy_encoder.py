@@ -300,8 +300,9 @@ def test_frozen_readout_is_copied_and_only_the_rest_trains(readout_source):
         seen.append(next(model.adapters[0].blocks.parameters()).detach().clone())
 
     # a strong weight decay on what the optimiser holds, and a soup of several
-    # checkpoints (an average would move the frozen weights by rounding)
-    enc = TopyEncoder(**{**TINY, "top_k": 3, "weight_decay": 0.5}, **IMAGES, random_state=1)
+    # checkpoints (an average would move the frozen weights by rounding); the seed is one
+    # whose greedy soup mixes two checkpoints, a precondition asserted below
+    enc = TopyEncoder(**{**TINY, "top_k": 3, "weight_decay": 0.5}, **IMAGES, random_state=2)
     enc.fit(images, y, coords=coords, frozen_readout=source, callbacks=[record])
     assert len(enc.history_["soup_epochs"]) > 1
     after = _readout_parameters(enc.model_)
@@ -443,3 +444,26 @@ def test_a_retina_map_stuck_on_the_border_warns():
             images, y, coords=coords, frozen_readout=source
         )
     assert np.all(np.abs(enc.retina_map_) >= 0.99)
+
+
+def test_the_retina_mapper_trains_at_its_own_rate():
+    from afo_encoding.training import TrainingConfig
+    from afo_encoding.training.engine import _parameter_groups
+
+    images, y, coords = image_problem()
+    enc = TopyEncoder(**TINY, **IMAGES, retina_lr_scale=0.25, random_state=0).fit(
+        images, y, coords=coords
+    )
+    config = TrainingConfig(learning_rate=0.01, lr_scales=(("retina_mapper", 0.25),))
+    groups = _parameter_groups(enc.model_, config)
+    assert [g["lr"] for g in groups] == [0.01, 0.0025]
+    slow = {id(p) for p in groups[1]["params"]}
+    names = [n for n, p in enc.model_.named_parameters() if id(p) in slow]
+    assert names
+    assert all(".retina_mapper." in n for n in names)
+    assert sum(len(g["params"]) for g in groups) == len(list(enc.model_.parameters()))
+    for bad in (0, -1.0, "fast", True):
+        with pytest.raises(ValueError, match="retina_lr_scale must be a positive number"):
+            TopyEncoder(**TINY, **IMAGES, retina_lr_scale=bad).fit(images, y, coords=coords)
+    with pytest.raises(ValueError, match="lr_scales must be pairs"):
+        TrainingConfig(lr_scales=(("retina_mapper", 0.0),))

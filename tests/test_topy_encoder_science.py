@@ -124,3 +124,25 @@ def test_eeg_and_meg_fit_above_chance(modality):
     assert observed > null.max(), message
     assert observed > null.mean() + 5 * null.std(), message
     assert observed > 0.05, message
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_large_learning_rate_does_not_strand_the_retina_map(seed):
+    # with the RetinaMapper at the full rate (retina_lr_scale=1), learning_rate=1e-2 left
+    # these two seeds' maps on the image border (every early voxel at |u| >= 0.99, median
+    # distance to its pRF centre 1.45, early test r 0.19); at the default scale their maps
+    # land on the planted centres (measured: distance 0.05 and 0.04, test r 0.57 and 0.55)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = make_retinotopic_dataset(n_images=560, image_size=32, n_voxels=300, snr=SNR,
+                                        random_state=0)
+    early = np.asarray(data.rois) == "early"
+    params = {**ENCODER, "d_model": 16, "learning_rate": 1e-2, "max_epochs": 60,
+              "n_iter_no_change": 20, "top_k": 2, "n_voxels_per_step": None,
+              "random_state": seed}
+    enc = TopyEncoder(**params).fit(data.images[:360], data.Y[:360], coords=data.coords,
+                                    monitor=early, loss_weight=early.astype(np.float32))
+    distance = np.linalg.norm(enc.retina_map_[early] - data.prf_center[early], axis=1)
+    assert np.median(distance) < 0.3
+    r = pearson_r(data.Y[360:], enc.predict(data.images[360:]))[early]
+    assert r.mean() > 0.4

@@ -69,6 +69,10 @@ class TrainingConfig:
         Samples per forward call in validation.
     voxel_chunk : int
         Voxels per forward call in validation.
+    lr_scales : sequence of (str, float)
+        Per-parameter learning rates: a parameter whose name contains ``name`` trains at
+        ``learning_rate * scale`` (the first matching pair wins). TopyEncoder slows its
+        RetinaMapper this way.
     """
 
     max_epochs: int = 200
@@ -85,6 +89,7 @@ class TrainingConfig:
     soup: bool = True
     eval_batch_size: int = 256
     voxel_chunk: int = VOXEL_CHUNK
+    lr_scales: tuple = ()
 
     def __post_init__(self):
         for name in (
@@ -112,6 +117,15 @@ class TrainingConfig:
                 f"{self.learning_rate!r} and {self.weight_decay!r}."
             )
         self.betas = tuple(self.betas)
+        pairs = []
+        for pair in self.lr_scales:
+            name, scale = pair
+            if not isinstance(name, str) or not (isinstance(scale, (int, float)) and scale > 0):
+                raise ValueError(
+                    f"lr_scales must be pairs (parameter name part, scale > 0), got {pair!r}."
+                )
+            pairs.append((name, float(scale)))
+        self.lr_scales = tuple(pairs)
 
 
 @dataclass
@@ -225,6 +239,20 @@ def _take(arr, samples, cols, device, standardize: SubjectData | None = None):
     return torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32)).to(device)
 
 
+def _parameter_groups(net: torch.nn.Module, config: TrainingConfig) -> list[dict]:
+    """The trainable parameters, grouped by learning rate (``config.lr_scales``)."""
+    groups: dict[float, list] = {}
+    for name, param in net.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = next((sc for part, sc in config.lr_scales if part in name), 1.0)
+        groups.setdefault(scale, []).append(param)
+    return [
+        {"params": params, "lr": config.learning_rate * scale}
+        for scale, params in sorted(groups.items(), reverse=True)
+    ]
+
+
 def _train_step(fabric, wrapped, optimizer, subjects, sampler, config, dtype) -> float:
     step = sampler.next_step()
     parts, extras = [], []
@@ -279,7 +307,7 @@ def _train(fabric, job: _Job) -> FitResult:
         net = job.model
         # frozen parameters (a pre-fitted readout) neither train nor decay
         optimizer = AdaBelief(
-            [p for p in net.parameters() if p.requires_grad],
+            _parameter_groups(net, config),
             lr=config.learning_rate,
             betas=config.betas,
             weight_decay=config.weight_decay,
