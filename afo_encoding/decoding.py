@@ -261,9 +261,9 @@ def score_candidates(
         through torch (on ``device``, the CPU by default) and trade precision for speed:
         on CPUs with AMX and on GPUs a bfloat16 product is several times faster than
         float32 (``benchmarks/bench_retrieval.py``), but each score is rounded to
-        bfloat16, about 3 significant digits (|error| up to ``0.004 * |r|``; float16:
-        ``0.001 * |r|``). Enough to rank candidates whose r differ in the third digit,
-        not to report r values.
+        bfloat16, about 3 significant digits (an absolute error up to
+        ``0.004 * abs(r)``; float16: ``0.001 * abs(r)``). Enough to rank candidates whose r
+        differ in the third digit, not to report r values.
     device : str | torch.device | None
         ``None`` (default): numpy on the CPU (torch for the half-precision dtypes).
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``...: torch on that device, blocks copied there
