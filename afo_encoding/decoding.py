@@ -106,6 +106,17 @@ def _resolve_device(device: Any, dtype: str) -> Any:
     return device
 
 
+def _check_finite_rows(finite: np.ndarray, start: int, name: str) -> None:
+    """Raise for the first row of a block (starting at row ``start``) whose mean is not
+    finite, i.e. that holds NaN or infinite values."""
+    if not finite.all():
+        bad = start + int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"{name} row {bad} holds NaN or infinite values. Drop those voxels (e.g. with a "
+            "ROI mask) or those patterns before scoring."
+        )
+
+
 class _RowStandardizer:
     """Standardise blocks of rows (centre, unit norm) so that a dot product is Pearson's r.
 
@@ -139,12 +150,7 @@ class _RowStandardizer:
         first = not self.known[start:stop].all()
         if first:
             mean = rows.mean(axis=1, dtype=np.float64)
-            if not np.isfinite(mean).all():
-                bad = start + int(np.flatnonzero(~np.isfinite(mean))[0])
-                raise ValueError(
-                    f"{self.name} row {bad} holds NaN or infinite values. Drop those voxels "
-                    "(e.g. with a ROI mask) or those patterns before scoring."
-                )
+            _check_finite_rows(np.isfinite(mean), start, self.name)
             self.mean[start:stop] = mean
         out = self.workspace[: stop - start]
         work = np.result_type(rows.dtype, self.dtype)
@@ -201,11 +207,7 @@ class _TorchRowStandardizer:
         mean = t.mean(dim=1, keepdim=True)
         finite = torch.isfinite(mean[:, 0])
         if not bool(finite.all()):
-            bad = start + int(torch.nonzero(~finite)[0, 0])
-            raise ValueError(
-                f"{self.name} row {bad} holds NaN or infinite values. Drop those voxels "
-                "(e.g. with a ROI mask) or those patterns before scoring."
-            )
+            _check_finite_rows(finite.cpu().numpy(), start, self.name)
         # the range of the first columns bounds the row's spread from below, so rows are
         # centred whenever they might be far from zero (and rarely when not)
         low, high = torch.aminmax(t[:, :256], dim=1)
