@@ -10,6 +10,7 @@ documented forward model, together with everything that was planted.
 from __future__ import annotations
 
 import functools
+import numbers
 import time
 from pathlib import Path
 from typing import Literal
@@ -71,6 +72,7 @@ def make_retinotopic_dataset(
     n_repeats: int = 3,
     snr: float = 1.0,
     *,
+    hierarchy: float = 0.0,
     return_features: bool = False,
     random_state: int | np.random.RandomState | np.random.Generator | None = None,
     verbose: bool | int | str | None = None,
@@ -127,7 +129,19 @@ def make_retinotopic_dataset(
       hemispheres; the two parts share the variance (30-70 %).
 
     The noiseless ``signal`` of a voxel is its features times its weights, z-scored
-    over the images (sd exactly 1 in this sample). The three scales are the first three
+    over the images (sd exactly 1 in this sample).
+
+    **Hierarchy** (``hierarchy=h > 0``; 0 by default). Higher areas also inherit the
+    features of the area below, as V4 receives from V1 and V2: every mid voxel also reads
+    fine-scale oriented energy (early type, with its own orientation weights) and every
+    late voxel middle-scale texture (mid type, its own random weights), pooled over the
+    voxel's own pRF. Its signal is ``sqrt(1 - h) own + sqrt(h) inherited`` (both
+    z-scored), z-scored again: ``h`` is the inherited share of the variance when the two
+    parts are uncorrelated (energies at neighbouring scales correlate, so less is new).
+    Areas then share features that one of them reads weakly, the setting of the
+    All-for-One recipe's stage 2 (:class:`~afo_encoding.encoders.afo.AllForOneEncoder`).
+    Images, early voxels, noise and ``features``/``weights`` (the own part) do not change
+    with ``h``. The three scales are the first three
     layers of ``get_backbone("pyramid", image_size=image_size)`` (wavelength 4 pixels at
     pyramid level ``s``); a pyramid built for another input size sees them between its
     layers. Below 64 pixels, the finest scale nears the Nyquist limit.
@@ -177,6 +191,9 @@ def make_retinotopic_dataset(
         Overall signal-to-noise ratio (> 0). fMRI: the median ncsnr of early voxels
         (other areas and dead voxels lower, see Noise); EEG/MEG: the ratio of the RMS
         signal sd to the RMS noise sd over columns.
+    hierarchy : float
+        Share in [0, 1) of a mid or late voxel's signal inherited from the area below (see
+        Hierarchy); 0, the default, keeps the areas' features apart.
     return_features : bool
         Also return ``features`` (n_images, n_voxels, 10) and ``weights`` (n_voxels, 10),
         the exact linear model behind ``signal`` (memory: 40 bytes per image and voxel).
@@ -221,7 +238,8 @@ def make_retinotopic_dataset(
           grid units; ``object_orientation`` radians.
         - ``times``, ``ch_names``, ``time_courses`` (3, n_times) (EEG/MEG only).
         - ``features``, ``weights`` (with ``return_features``): ``signal`` is
-          ``features @ weights`` per voxel, z-scored over images.
+          ``features @ weights`` per voxel, z-scored over images (with ``hierarchy``, the
+          own part of it).
         - ``modality``, ``area_names``, ``category_names``, ``voxel_size`` (mm),
           ``description``.
 
@@ -235,7 +253,8 @@ def make_retinotopic_dataset(
     ['early', 'late', 'mid']
     """
     _check_params(n_images, image_size, modality, n_voxels, n_repeats, snr)
-    rng_images, rng_voxels, rng_noise = _generators(random_state)
+    hierarchy = _check_hierarchy(hierarchy)
+    rng_images, rng_voxels, rng_noise, rng_hierarchy = _generators(random_state)
     with use_log_level(verbose):
         clock = _Clock()
         images, objects = _make_images(n_images, image_size, rng_images)
@@ -249,6 +268,8 @@ def make_retinotopic_dataset(
         signal, features, weights = _voxel_responses(
             maps, objects["category"], xyz, truth, rng_voxels, return_features
         )
+        if hierarchy > 0:
+            signal = _inherit(signal, maps, truth, hierarchy, rng_hierarchy)
         clock.log("voxel responses")
         sources = Bunch(
             coords=xyz,
@@ -275,7 +296,7 @@ def make_retinotopic_dataset(
         category_names=CATEGORIES,
         voxel_size=voxel_size,
         description=_description(
-            n_images, image_size, modality, n_voxels, n_repeats, snr, voxel_size
+            n_images, image_size, modality, n_voxels, n_repeats, snr, voxel_size, hierarchy
         ),
     )
     if return_features:
@@ -301,6 +322,17 @@ def _check_params(n_images, image_size, modality, n_voxels, n_repeats, snr) -> N
         raise ValueError(f"snr must be a positive number, got {snr!r}.")
 
 
+def _check_hierarchy(hierarchy) -> float:
+    if isinstance(hierarchy, bool) or not isinstance(hierarchy, numbers.Real):
+        raise ValueError(f"hierarchy must be a number in [0, 1), got {hierarchy!r}.")
+    if not 0.0 <= hierarchy < 1.0:
+        raise ValueError(
+            f"hierarchy must be in [0, 1), got {hierarchy!r}: it is the share of a mid or "
+            "late voxel's signal variance inherited from the area below (0: none)."
+        )
+    return float(hierarchy)
+
+
 def _generators(random_state) -> list[np.random.Generator]:
     """Independent streams for images, voxel properties and noise."""
     if isinstance(random_state, np.random.Generator):
@@ -316,7 +348,9 @@ def _generators(random_state) -> list[np.random.Generator]:
             "random_state must be None, an int, a numpy RandomState or Generator, got "
             f"{random_state!r}."
         )
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(3)]
+    # a fourth stream (the inherited features of ``hierarchy``) leaves the first three as
+    # they were: children of a SeedSequence depend on their index only
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(4)]
 
 
 class _Clock:
@@ -524,7 +558,6 @@ def _voxel_responses(maps, category, xyz, truth, rng, return_features):
         np.zeros((n_images, n_voxels, _N_FEATURES), dtype=np.float32) if return_features else None
     )
     weights = np.zeros((n_voxels, _N_FEATURES), dtype=np.float64)
-    theta_o = np.pi * np.arange(_N_ORIENT) / _N_ORIENT
     onehot = _zscore(np.eye(len(CATEGORIES), dtype=np.float32)[category])
     # category patches: centres in the left late area, mirrored to the right hemisphere
     late = np.flatnonzero(rois == "late")
@@ -534,20 +567,13 @@ def _voxel_responses(maps, category, xyz, truth, rng, return_features):
         idx = np.flatnonzero(rois == area)
         if idx.size == 0:
             continue
-        m = maps[scale]
+        m = _area_maps(area, maps[scale])
         grid = m.shape[-1]
-        if area == "mid":  # co-occurrence of orthogonal orientations, before pooling
-            cross = np.sqrt(m[:, [0, 1]] * m[:, [2, 3]])
-            m = np.concatenate([m, cross], axis=1)
         n_feat = m.shape[1]
         flat = m.reshape(n_images * n_feat, grid * grid)
         # area-specific weights (drawn for the whole area at once, so chunks do not matter)
-        if area == "early":
-            phi = np.arctan2(truth["prf_center"][idx, 1], truth["prf_center"][idx, 0])
-            phi = phi + rng.normal(0.0, 0.4, size=idx.size)
-            w = 1.0 + 0.6 * np.cos(2 * (theta_o[None] - phi[:, None]))
-        elif area == "mid":
-            w = 0.6 + rng.standard_normal((idx.size, n_feat))
+        if area in ("early", "mid"):
+            w = _type_weights(area, truth["prf_center"][idx], n_feat, rng)
         else:
             w_energy = 0.5 + 0.5 * rng.standard_normal((idx.size, n_feat))
             d2 = np.minimum(
@@ -583,6 +609,55 @@ def _voxel_responses(maps, category, xyz, truth, rng, return_features):
             if features is not None:
                 features[:, vox, : feat.shape[2]] = feat
     return signal, features, weights
+
+
+def _area_maps(area: str, m: np.ndarray) -> np.ndarray:
+    """The maps an area's voxels pool: the energies, plus for mid the co-occurrence of
+    orthogonal orientations (geometric mean, before pooling)."""
+    if area == "mid":
+        return np.concatenate([m, np.sqrt(m[:, [0, 1]] * m[:, [2, 3]])], axis=1)
+    return m
+
+
+def _type_weights(area: str, prf_center: np.ndarray, n_feat: int, rng) -> np.ndarray:
+    """Feature weights of early-type (radial orientation bias) or mid-type (random signed)
+    voxels with these pRF centres."""
+    if area == "early":
+        theta_o = np.pi * np.arange(_N_ORIENT) / _N_ORIENT
+        phi = np.arctan2(prf_center[:, 1], prf_center[:, 0])
+        phi = phi + rng.normal(0.0, 0.4, size=len(prf_center))
+        return 1.0 + 0.6 * np.cos(2 * (theta_o[None] - phi[:, None]))
+    return 0.6 + rng.standard_normal((len(prf_center), n_feat))
+
+
+def _inherit(signal, maps, truth, hierarchy, rng):
+    """Mix into every mid and late voxel the features of the area below, over its own pRF.
+
+    ``signal = sqrt(1 - h) own + sqrt(h) inherited``, both z-scored: a mid voxel also reads
+    fine-scale oriented energy (early type), a late voxel middle-scale texture (mid type),
+    each with its own weights and pooled over the voxel's (larger) pRF.
+    """
+    signal = signal.copy()
+    n_images = signal.shape[0]
+    for scale in (1, 2):
+        idx = np.flatnonzero(truth["rois"] == AREAS[scale])
+        if idx.size == 0:
+            continue
+        below = AREAS[scale - 1]
+        m = _area_maps(below, maps[scale - 1])
+        n_feat, grid = m.shape[1], m.shape[-1]
+        flat = m.reshape(n_images * n_feat, grid * grid)
+        w = _type_weights(below, truth["prf_center"][idx], n_feat, rng).astype(np.float32)
+        for start in range(0, idx.size, 1024):
+            sl = slice(start, start + 1024)
+            vox = idx[sl]
+            pw = _prf_weights(truth["prf_center"][vox], truth["prf_size"][vox], grid)
+            pooled = (flat @ pw.T).reshape(n_images, n_feat, vox.size).transpose(0, 2, 1)
+            feat = _zscore(np.maximum(pooled, 0.0) ** _EXPONENT)
+            inherited = _zscore(np.einsum("nvf,vf->nv", feat, w[sl]))
+            mixed = np.sqrt(1 - hierarchy) * signal[:, vox] + np.sqrt(hierarchy) * inherited
+            signal[:, vox] = _zscore(mixed)
+    return signal
 
 
 # --- anatomy ----------------------------------------------------------------------------
@@ -964,7 +1039,9 @@ def _sensors(modality, signal, sources, objects, n_repeats, snr, rng) -> Bunch:
     )
 
 
-def _description(n_images, image_size, modality, n_voxels, n_repeats, snr, voxel_size) -> str:
+def _description(
+    n_images, image_size, modality, n_voxels, n_repeats, snr, voxel_size, hierarchy=0.0
+) -> str:
     kind = {
         "fmri": f"an fMRI volume of {n_voxels} occipital voxels ({voxel_size:.2f} mm)",
         "eeg": f"EEG (standard_1020, 100 Hz, 0-490 ms) from {n_voxels} cortical dipoles",
@@ -979,7 +1056,14 @@ def _description(n_images, image_size, modality, n_voxels, n_repeats, snr, voxel
         "fine scale in a small pRF; mid: texture energy and co-occurrence at a middle "
         "scale in larger pRFs; late: coarse global shape plus object category); "
         "contralateral retinotopy, eccentricity growing anteriorly within each area, "
-        "polar angle with height, pRF size growing with eccentricity and area. Ground "
+        "polar angle with height, pRF size growing with eccentricity and area"
+        + (
+            f"; mid and late voxels inherit the features of the area below (hierarchy="
+            f"{hierarchy:g})"
+            if hierarchy
+            else ""
+        )
+        + ". Ground "
         "truth: prf_center, prf_size, rois, feature_type, signal, ncsnr, noise ceilings. "
         "See help(afo_encoding.simulation.make_retinotopic_dataset) for the equations."
     )

@@ -353,6 +353,32 @@ def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(fit_calls
     assert len(list(tmp_path.glob("afo-*"))) == 2
 
 
+def test_freeze_readout_reaches_process_workers():
+    """loky workers are other processes: the frozen readout travels to them pickled, and
+    each stage fit there gives what it gives in the parent, bit for bit."""
+    images, Y, coords = _image_data()
+    params = {
+        "rois": np.repeat([0, 1], 3),
+        "dark_knowledge": "in_sample",
+        "freeze_readout": True,
+        "keep_stage_estimators": True,
+        "random_state": 0,
+    }
+    serial = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
+    parallel = AllForOneEncoder(_image_estimator(), n_jobs=2, **params).fit(
+        images, Y, coords=coords
+    )
+    naive = parallel.stage_estimators_["naive"][0][0]
+    for stage in ("stage1", "stage2", "stage3"):
+        for roi in parallel.stage_estimators_[stage]:
+            for enc in roi:
+                np.testing.assert_array_equal(enc.retina_map_, naive.retina_map_)
+                np.testing.assert_array_equal(enc.layer_weights_, naive.layer_weights_)
+    np.testing.assert_array_equal(parallel.retina_map_, serial.retina_map_)
+    np.testing.assert_array_equal(parallel.predict(images), serial.predict(images))
+    pd.testing.assert_frame_equal(parallel.stage_scores_, serial.stage_scores_)
+
+
 def test_save_load_round_trip(tmp_path):
     X, Y, coords = _data()
     afo = AllForOneEncoder(

@@ -258,6 +258,8 @@ def test_deterministic():
         ({"n_repeats": 0}, "n_repeats must be an integer >= 1, got 0"),
         ({"snr": -1.0}, "snr must be a positive number, got -1.0"),
         ({"random_state": "x"}, "random_state must be None, an int"),
+        ({"hierarchy": 1.0}, r"hierarchy must be in \[0, 1\), got 1.0"),
+        ({"hierarchy": "x"}, r"hierarchy must be a number in \[0, 1\), got 'x'"),
     ],
 )
 def test_bad_parameters(kwargs, message):
@@ -274,3 +276,36 @@ def test_speed_1000_images_5000_voxels():
     # the machine is shared: wall time suffers from other processes, CPU time from BLAS
     # threads; on two free cores both are below 20 s (about 5 s measured)
     assert min(wall, cpu) < 20.0
+
+
+def test_hierarchy_mixes_the_area_below_into_mid_and_late():
+    from sklearn.linear_model import RidgeCV
+
+    kw = {"n_images": 300, "n_voxels": 300, "random_state": 0, "return_features": True}
+    base = make_retinotopic_dataset(**kw)
+    mixed = make_retinotopic_dataset(**kw, hierarchy=0.5)
+    # images, early voxels and the own part of every voxel do not change
+    np.testing.assert_array_equal(mixed.images, base.images)
+    early = base.rois == "early"
+    np.testing.assert_array_equal(mixed.signal[:, early], base.signal[:, early])
+    np.testing.assert_array_equal(mixed.features, base.features)
+    np.testing.assert_array_equal(mixed.ncsnr, base.ncsnr)
+    maps = _energy_maps(base.images)
+    train, test = slice(0, 200), slice(200, 300)
+    for scale, area in ((1, "mid"), (2, "late")):
+        sel = base.rois == area
+        own, signal = base.signal[:, sel], mixed.signal[:, sel]
+        # signal = sqrt(1 - h) own + sqrt(h) inherited (both sd 1): the regression on the own
+        # part takes sqrt(1 - h) + sqrt(h) corr(own, inherited) and leaves the rest
+        beta = (own * signal).sum(0) / (own * own).sum(0)
+        residual = signal - beta * own
+        share = residual.var(0) / signal.var(0)
+        assert 0.02 < np.median(share) < 0.5, (area, np.median(share))
+        # what is left is read from the scale below, not the area's own scale
+        scores = []
+        for s in (scale - 1, scale):
+            X = np.sqrt(maps[s].reshape(len(maps[s]), -1))
+            X = (X - X[train].mean(0)) / X[train].std(0)
+            ridge = RidgeCV(alphas=(1e1, 1e2, 1e3, 1e4)).fit(X[train], residual[train])
+            scores.append(np.mean(pearson_r(residual[test], ridge.predict(X[test]))))
+        assert scores[0] > scores[1] + 0.1, (area, scores)
