@@ -13,6 +13,11 @@ early, mid and late areas read different features), this script
    readout, and prints a stage x ROI table: validation Pearson r of every stage
    (``stage_scores_``) and the test r of the final models.
 
+With ``--transfer`` it only measures what stage 2 could gain at most: per ROI, the test r
+on the ROI's voxels of an all-ROI model against the ROI's own model, same images, same
+frozen readout (see :func:`transfer_potential`); ``--hierarchy`` makes the areas share
+features (``make_retinotopic_dataset(hierarchy=...)``).
+
 With ``--freeze-readout`` it only compares the recipe with and without a pre-fitted, frozen
 RetinaMapper/LayerSelector (``freeze_readout=True``; the paper reports twice faster
 convergence): per stage, the median over the stage fits and ``--repeats`` seeds of the
@@ -29,6 +34,7 @@ Usage::
     python benchmarks/bench_afo.py            # about 20-40 min on 2 busy CPU cores
     python benchmarks/bench_afo.py --quick    # a smoke run (minutes)
     python benchmarks/bench_afo.py --freeze-readout --n-images 400 --n-voxels 90
+    python benchmarks/bench_afo.py --transfer --hierarchy 0.5 --n-images 600 --repeats 2
 """
 
 from __future__ import annotations
@@ -154,6 +160,53 @@ def compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, 
     )
 
 
+def transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, repeats):
+    """What stage 2 could gain from the other ROIs at most, per ROI, planted and random.
+
+    Stage 2 helps an ROI only with what a model trained on every voxel learns better for
+    the ROI's voxels than the ROI's own model does. So, on the same training images and
+    with the same frozen readout (fitted once on them), compare per ROI the test r on its
+    voxels of (a) its own model (ground truth on the ROI only, monitored there: a stage-1
+    fit) and (b) one all-ROI model on the ground truth of every voxel. The gap b - a is the
+    transfer potential; the paper's finding needs it large for the planted areas and small
+    for random ROIs of the same sizes.
+    """
+    rows = []
+    for seed in range(repeats):
+        est = TopyEncoder(**{**estimator.get_params(), "random_state": seed})
+        readout = TopyEncoder(**est.get_params()).fit(X, Y, **fit_kw)
+        kw = {**fit_kw, "frozen_readout": readout}
+        r_all = pearson_r(Y_test, TopyEncoder(**est.get_params()).fit(X, Y, **kw).predict(X_test))
+        for kind, labels in (("planted", rois), ("random", random_rois_like(rois, seed))):
+            for roi in AREAS:
+                mask = labels == roi
+                own = TopyEncoder(**est.get_params()).fit(
+                    X, Y, **kw, loss_weight=mask.astype(np.float32), monitor=mask
+                )
+                r_own = pearson_r(Y_test[:, mask], own.predict(X_test)[:, mask])
+                rows.append(
+                    {
+                        "seed": seed,
+                        "rois": kind,
+                        "roi": roi,
+                        "own model": float(np.mean(r_own)),
+                        "all-ROI model": float(np.mean(r_all[mask])),
+                    }
+                )
+                print(
+                    f"seed {seed}, {kind} {roi}: own model {rows[-1]['own model']:.3f}, "
+                    f"all-ROI model {rows[-1]['all-ROI model']:.3f}",
+                    flush=True,
+                )
+    runs = pd.DataFrame(rows)
+    runs["gap"] = runs["all-ROI model"] - runs["own model"]
+    table = runs.groupby(["rois", "roi"])[["own model", "all-ROI model", "gap"]].median()
+    table = table.reindex([(kind, roi) for kind in ("planted", "random") for roi in AREAS])
+    with pd.option_context("display.float_format", "{:+.3f}".format, "display.width", 120):
+        print(f"\nTest r on each ROI's voxels, medians over {repeats} seed(s)")
+        print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
@@ -174,7 +227,18 @@ def main() -> None:
         action="store_true",
         help="only compare stage fits with and without a frozen RetinaMapper/LayerSelector",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="seeds for --freeze-readout")
+    parser.add_argument(
+        "--transfer",
+        action="store_true",
+        help="only measure, per ROI, an all-ROI model against the ROI's own model (what "
+        "stage 2 could gain at most)",
+    )
+    parser.add_argument(
+        "--hierarchy", type=float, default=0.0, help="make_retinotopic_dataset(hierarchy=...)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="seeds for --freeze-readout and --transfer"
+    )
     args = parser.parse_args()
     if args.quick:
         args.n_images, args.n_test, args.n_voxels, args.epochs = 300, 100, 90, 3
@@ -188,6 +252,7 @@ def main() -> None:
             modality="fmri",
             n_voxels=args.n_voxels,
             snr=args.snr,
+            hierarchy=args.hierarchy,
             random_state=0,
         )
     n_train = args.n_images - args.n_test
@@ -221,6 +286,9 @@ def main() -> None:
     afo_params = {"rois": rois, "n_folds": args.n_folds, "random_state": 0}
     if args.freeze_readout:
         compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, args.repeats)
+        return
+    if args.transfer:
+        transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, args.repeats)
         return
 
     _reset(counter)
