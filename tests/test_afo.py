@@ -1,7 +1,8 @@
 """AllForOneEncoder: the recipe's wiring, dark knowledge, resuming, saving (small, fast fits).
 
-The scientific claims (veROI finds the planted areas, stage 2 beats stage 1...) are in
-``test_afo_science.py``; here every fit is a few epochs on precomputed 2D features.
+The scientific claims that hold on the simulator (veROI finds the planted areas, out-of-fold
+teachers do not copy the training noise) are in ``test_afo_science.py``; here every fit is
+a few epochs on precomputed 2D features.
 """
 
 from __future__ import annotations
