@@ -129,7 +129,10 @@ def make_retinotopic_dataset(
       hemispheres; the two parts share the variance (30-70 %).
 
     The noiseless ``signal`` of a voxel is its features times its weights, z-scored
-    over the images (sd exactly 1 in this sample).
+    over the images (sd exactly 1 in this sample). The three scales are the first three
+    layers of ``get_backbone("pyramid", image_size=image_size)`` (wavelength 4 pixels at
+    pyramid level ``s``); a pyramid built for another input size sees them between its
+    layers. Below 64 pixels, the finest scale nears the Nyquist limit.
 
     **Hierarchy** (``hierarchy=h > 0``; 0 by default). Higher areas also inherit the
     features of the area below, as V4 receives from V1 and V2: every mid voxel also reads
@@ -141,10 +144,7 @@ def make_retinotopic_dataset(
     Areas then share features that one of them reads weakly, the setting of the
     All-for-One recipe's stage 2 (:class:`~afo_encoding.encoders.afo.AllForOneEncoder`).
     Images, early voxels, noise and ``features``/``weights`` (the own part) do not change
-    with ``h``. The three scales are the first three
-    layers of ``get_backbone("pyramid", image_size=image_size)`` (wavelength 4 pixels at
-    pyramid level ``s``); a pyramid built for another input size sees them between its
-    layers. Below 64 pixels, the finest scale nears the Nyquist limit.
+    with ``h``.
 
     **Noise (fMRI).** Single trials are ``ncsnr * signal + N(0, 1)``, independent over
     voxels and trials, so the planted noise-ceiling SNR of a voxel is ``ncsnr``:
@@ -334,7 +334,7 @@ def _check_hierarchy(hierarchy) -> float:
 
 
 def _generators(random_state) -> list[np.random.Generator]:
-    """Independent streams for images, voxel properties and noise."""
+    """Independent streams for images, voxel properties, noise and inherited features."""
     if isinstance(random_state, np.random.Generator):
         entropy = int(random_state.integers(2**63))
     elif isinstance(random_state, np.random.RandomState):
@@ -586,9 +586,7 @@ def _voxel_responses(maps, category, xyz, truth, rng, return_features):
         for start in range(0, idx.size, 1024):
             sl = slice(start, start + 1024)
             vox = idx[sl]
-            pw = _prf_weights(truth["prf_center"][vox], truth["prf_size"][vox], grid)
-            pooled = (flat @ pw.T).reshape(n_images, n_feat, vox.size).transpose(0, 2, 1)
-            feat = _zscore(np.maximum(pooled, 0.0) ** _EXPONENT)  # (n_images, n_vox, n_feat)
+            feat = _pooled_features(flat, truth, vox, n_images, grid)  # (n_images, n_vox, n_feat)
             if area == "late":
                 # balance the energy and category parts: each has unit sd before mixing
                 we, wc = w_energy[sl], w_cat[sl]
@@ -609,6 +607,14 @@ def _voxel_responses(maps, category, xyz, truth, rng, return_features):
             if features is not None:
                 features[:, vox, : feat.shape[2]] = feat
     return signal, features, weights
+
+
+def _pooled_features(flat, truth, vox, n_images, grid) -> np.ndarray:
+    """(n_images, n_vox, n_feat): maps ``flat`` (n_images * n_feat, grid * grid) pooled
+    over the Gaussian pRFs of voxels ``vox``, compressed (power 0.5) and z-scored."""
+    pw = _prf_weights(truth["prf_center"][vox], truth["prf_size"][vox], grid)
+    pooled = (flat @ pw.T).reshape(n_images, -1, len(vox)).transpose(0, 2, 1)
+    return _zscore(np.maximum(pooled, 0.0) ** _EXPONENT)
 
 
 def _area_maps(area: str, m: np.ndarray) -> np.ndarray:
@@ -651,9 +657,7 @@ def _inherit(signal, maps, truth, hierarchy, rng):
         for start in range(0, idx.size, 1024):
             sl = slice(start, start + 1024)
             vox = idx[sl]
-            pw = _prf_weights(truth["prf_center"][vox], truth["prf_size"][vox], grid)
-            pooled = (flat @ pw.T).reshape(n_images, n_feat, vox.size).transpose(0, 2, 1)
-            feat = _zscore(np.maximum(pooled, 0.0) ** _EXPONENT)
+            feat = _pooled_features(flat, truth, vox, n_images, grid)
             inherited = _zscore(np.einsum("nvf,vf->nv", feat, w[sl]))
             mixed = np.sqrt(1 - hierarchy) * signal[:, vox] + np.sqrt(hierarchy) * inherited
             signal[:, vox] = _zscore(mixed)
