@@ -279,6 +279,15 @@ def _image_estimator():
     return _estimator(backbone_params={"image_size": 16, "n_scales": 2})
 
 
+#: two given ROIs over the 6 voxels of _image_data, in-sample teachers, frozen readout
+FROZEN_TWO_ROIS = {
+    "rois": np.repeat([0, 1], 3),
+    "dark_knowledge": "in_sample",
+    "freeze_readout": True,
+    "random_state": 0,
+}
+
+
 def test_freeze_readout_fits_the_first_model_once_and_freezes_it_in_every_stage(
     fit_calls, tmp_path
 ):
@@ -313,13 +322,7 @@ def test_freeze_readout_fits_the_first_model_once_and_freezes_it_in_every_stage(
     enc = _image_estimator().fit(images, Y, coords=coords, frozen_readout=afo)
     np.testing.assert_array_equal(enc.retina_map_, afo.retina_map_)
     # with given ROIs, the first all-ROI model is fitted for the readout only
-    AllForOneEncoder(
-        _image_estimator(),
-        rois=np.repeat([0, 1], 3),
-        freeze_readout=True,
-        dark_knowledge="in_sample",
-        random_state=0,
-    ).fit(images, Y, coords=coords)
+    AllForOneEncoder(_image_estimator(), **FROZEN_TWO_ROIS).fit(images, Y, coords=coords)
     assert len(fit_calls) == 1 + 1 + 2 + 2 + 1
     assert fit_calls[1]["frozen_readout"] is None
     assert all(call["frozen_readout"] is not None for call in fit_calls[2:])
@@ -329,13 +332,7 @@ def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(fit_calls
     from joblib import parallel_config
 
     images, Y, coords = _image_data()
-    params = {
-        "rois": np.repeat([0, 1], 3),
-        "dark_knowledge": "in_sample",
-        "freeze_readout": True,
-        "checkpoint_dir": tmp_path,
-        "random_state": 0,
-    }
+    params = {**FROZEN_TWO_ROIS, "checkpoint_dir": tmp_path}
     with parallel_config(backend="threading", n_jobs=2), pytest.warns(UserWarning, match="thread"):
         first = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
     assert len(fit_calls) == 1 + 2 + 2 + 1
@@ -358,13 +355,7 @@ def test_freeze_readout_reaches_process_workers():
     """loky workers are other processes: the frozen readout travels to them pickled, and
     each stage fit there gives what it gives in the parent, bit for bit."""
     images, Y, coords = _image_data()
-    params = {
-        "rois": np.repeat([0, 1], 3),
-        "dark_knowledge": "in_sample",
-        "freeze_readout": True,
-        "keep_stage_estimators": True,
-        "random_state": 0,
-    }
+    params = {**FROZEN_TWO_ROIS, "keep_stage_estimators": True}
     serial = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
     parallel = AllForOneEncoder(_image_estimator(), n_jobs=2, **params).fit(
         images, Y, coords=coords
