@@ -351,15 +351,22 @@ def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(fit_calls
     assert len(list(tmp_path.glob("afo-*"))) == 2
 
 
-def test_freeze_readout_reaches_process_workers():
+def test_freeze_readout_reaches_process_workers(tmp_path, monkeypatch):
     """loky workers are other processes: the frozen readout travels to them pickled, and
-    each stage fit there gives what it gives in the parent, bit for bit."""
+    each stage fit there gives what it gives in the parent, bit for bit. The temporary
+    feature folder they read is gone after the fit, and predicting does not bring it back."""
+    import tempfile
+
     images, Y, coords = _image_data()
     params = {**FROZEN_TWO_ROIS, "keep_stage_estimators": True}
     serial = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     parallel = AllForOneEncoder(_image_estimator(), n_jobs=2, **params).fit(
         images, Y, coords=coords
     )
+    parallel.predict(images)
+    assert not list(tmp_path.glob("afo_features_*"))
+    assert parallel.final_estimator_.memory is None
     naive = parallel.stage_estimators_["naive"][0][0]
     for stage in ("stage1", "stage2", "stage3"):
         for roi in parallel.stage_estimators_[stage]:

@@ -583,6 +583,12 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         finally:
             if tmp_memory is not None:
                 shutil.rmtree(tmp_memory, ignore_errors=True)
+        if tmp_memory is not None:
+            # the fitted models must not point at the deleted folder: predicting would
+            # re-create it and leave features behind in the temporary directory
+            stages = self.stage_estimators_.values()
+            for enc in [self.final_estimator_, *(e for rois in stages for r in rois for e in r)]:
+                enc.set_params(memory=None)
         final = self.final_estimator_
         final.space_ = spaces if multi else spaces[0]
         for name in _FINAL_ATTRIBUTES:
