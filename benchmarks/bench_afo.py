@@ -14,8 +14,9 @@ early, mid and late areas read different features), this script
    (``stage_scores_``) and the test r of the final models.
 
 With ``--transfer`` it only measures what stage 2 could gain at most: per ROI, the test r
-on the ROI's voxels of an all-ROI model against the ROI's own model, same images, same
-frozen readout (see :func:`transfer_potential`); ``--hierarchy`` makes the areas share
+on the ROI's voxels of an all-ROI model and of a stage-2 fit whose helpers learn the
+noiseless planted responses (a perfect teacher), against the ROI's own model, same images,
+same frozen readout (see :func:`transfer_potential`); ``--hierarchy`` makes the areas share
 features (``make_retinotopic_dataset(hierarchy=...)``).
 
 With ``--freeze-readout`` it only compares the recipe with and without a pre-fitted, frozen
@@ -160,17 +161,24 @@ def compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, 
     )
 
 
-def transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, repeats):
+def transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, repeats, clean):
     """What stage 2 could gain from the other ROIs at most, per ROI, planted and random.
 
     Stage 2 helps an ROI only with what a model trained on every voxel learns better for
     the ROI's voxels than the ROI's own model does. So, on the same training images and
     with the same frozen readout (fitted once on them), compare per ROI the test r on its
-    voxels of (a) its own model (ground truth on the ROI only, monitored there: a stage-1
-    fit) and (b) one all-ROI model on the ground truth of every voxel. The gap b - a is the
-    transfer potential; the paper's finding needs it large for the planted areas and small
-    for random ROIs of the same sizes.
+    voxels of
+
+    - its own model (ground truth on the ROI only, monitored there: a stage-1 fit);
+    - one all-ROI model on the ground truth of every voxel (what NoDK helpers give);
+    - a stage-2 fit whose helpers learn the noiseless planted responses ``clean`` (the
+      expected value of ``Y``), at the recipe's ``soft_weight``: a perfect teacher, so
+      what dark knowledge could give at most.
+
+    The gaps to the own model are the transfer potential; the paper's finding needs them
+    large for the planted areas and small for random ROIs of the same sizes.
     """
+    soft_weight = AllForOneEncoder().soft_weight
     rows = []
     for seed in range(repeats):
         est = TopyEncoder(**{**estimator.get_params(), "random_state": seed})
@@ -180,27 +188,44 @@ def transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, repeats):
         for kind, labels in (("planted", rois), ("random", random_rois_like(rois, seed))):
             for roi in AREAS:
                 mask = labels == roi
+                weight = mask.astype(np.float32)
                 own = TopyEncoder(**est.get_params()).fit(
-                    X, Y, **kw, loss_weight=mask.astype(np.float32), monitor=mask
+                    X, Y, **kw, loss_weight=weight, monitor=mask
                 )
-                r_own = pearson_r(Y_test[:, mask], own.predict(X_test)[:, mask])
+                taught = TopyEncoder(**est.get_params()).fit(
+                    X,
+                    Y,
+                    **kw,
+                    loss_weight=weight,
+                    monitor=mask,
+                    soft_targets=clean,
+                    soft_weight=soft_weight * (1 - weight),
+                )
                 rows.append(
                     {
                         "seed": seed,
                         "rois": kind,
                         "roi": roi,
-                        "own model": float(np.mean(r_own)),
+                        "own model": float(
+                            np.mean(pearson_r(Y_test[:, mask], own.predict(X_test)[:, mask]))
+                        ),
                         "all-ROI model": float(np.mean(r_all[mask])),
+                        "noiseless helpers": float(
+                            np.mean(pearson_r(Y_test[:, mask], taught.predict(X_test)[:, mask]))
+                        ),
                     }
                 )
                 print(
                     f"seed {seed}, {kind} {roi}: own model {rows[-1]['own model']:.3f}, "
-                    f"all-ROI model {rows[-1]['all-ROI model']:.3f}",
+                    f"all-ROI model {rows[-1]['all-ROI model']:.3f}, noiseless helpers "
+                    f"{rows[-1]['noiseless helpers']:.3f}",
                     flush=True,
                 )
     runs = pd.DataFrame(rows)
-    runs["gap"] = runs["all-ROI model"] - runs["own model"]
-    table = runs.groupby(["rois", "roi"])[["own model", "all-ROI model", "gap"]].median()
+    runs["gap all-ROI"] = runs["all-ROI model"] - runs["own model"]
+    runs["gap noiseless"] = runs["noiseless helpers"] - runs["own model"]
+    columns = ["own model", "gap all-ROI", "gap noiseless"]
+    table = runs.groupby(["rois", "roi"])[columns].median()
     table = table.reindex([(kind, roi) for kind in ("planted", "random") for roi in AREAS])
     with pd.option_context("display.float_format", "{:+.3f}".format, "display.width", 120):
         print(f"\nTest r on each ROI's voxels, medians over {repeats} seed(s)")
@@ -288,7 +313,8 @@ def main() -> None:
         compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, args.repeats)
         return
     if args.transfer:
-        transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, args.repeats)
+        clean = (data.signal * data.ncsnr)[train].astype(np.float32)
+        transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, args.repeats, clean)
         return
 
     _reset(counter)
