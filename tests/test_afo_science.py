@@ -6,6 +6,10 @@
   noise of every training response is known exactly.
 - veROI recovers the planted areas from a fitted model's head weights (adjusted Rand index
   far above the one of random labels).
+- The recipe's bottom line (Table 3): its final all-ROI model predicts the planted
+  noiseless responses of unseen images at least as well as one naive all-ROI model
+  (NaiveMix). Stage 2 beating stage 1 is not tested: even a perfect teacher gains the
+  simulated ROIs only a few hundredths of r (``benchmarks/bench_afo.py --transfer``).
 
 The simulated areas read Gabor energy at wavelengths 2, 4 and 8 px of 32-px images, the
 first three levels of the pyramid backbone built with ``wavelength=2`` (see
@@ -22,6 +26,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from afo_encoding.encoders.afo import AllForOneEncoder
 from afo_encoding.encoders.topy import TopyEncoder
+from afo_encoding.metrics import pearson_r
 from afo_encoding.parcellation import veroi
 from afo_encoding.simulation import make_retinotopic_dataset
 
@@ -121,3 +126,29 @@ def test_veroi_recovers_the_planted_areas():
     ]
     # random labels of the same sizes: ARI 0 +- 0.003; veROI must stand far out of that
     assert ari > np.mean(null) + 20 * np.std(null), (ari, np.mean(null), np.std(null))
+
+
+def test_the_final_model_is_at_least_as_good_as_naive_mix():
+    """Stage 3 learns the ground truth plus the stage-2 dark knowledge; NaiveMix the ground
+    truth alone. With ``freeze_readout`` the run's first model *is* NaiveMix, on the same
+    images and readout, so the two differ only by the recipe."""
+    data = _simulate(n_images=600, n_voxels=300, snr=3.0)
+    train, test = slice(0, 400), slice(400, None)
+    afo = AllForOneEncoder(
+        TopyEncoder(**ENCODER, max_epochs=30, n_iter_no_change=10),
+        rois=data.rois,
+        freeze_readout=True,
+        n_folds=2,
+        keep_stage_estimators=True,
+        n_jobs=2,
+        random_state=0,
+    ).fit(data.images[train], data.Y[train], coords=data.coords)
+    naive = afo.stage_estimators_["naive"][0][0]
+    # scored against the planted noiseless responses: no measurement noise in the comparison
+    truth = data.signal[test]
+    final_r = pearson_r(truth, afo.predict(data.images[test])).mean()
+    naive_r = pearson_r(truth, naive.predict(data.images[test])).mean()
+    # here +0.018 (r against the truth; 0.407 against 0.389); 4 seeds of this set-up (models
+    # and data) gave +0.013 to +0.028 on the noisy test responses. The claim is "at least
+    # as good", so the bar is 0
+    assert final_r > naive_r, (final_r, naive_r)
