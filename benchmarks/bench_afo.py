@@ -41,7 +41,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -283,7 +285,9 @@ def main() -> None:
     n_train = args.n_images - args.n_test
     train, test = slice(0, n_train), slice(n_train, None)
     rois = np.asarray(data.rois)
-    counter = os.path.join(tempfile.mkdtemp(prefix="bench_afo_"), "forward_images.txt")
+    folder = tempfile.mkdtemp(prefix="bench_afo_")
+    atexit.register(shutil.rmtree, folder, True)
+    counter = os.path.join(folder, "forward_images.txt")
     backbone = CountingPyramid(counter, image_size=32, wavelength=2.0)
     estimator = TopyEncoder(
         backbone=backbone,
