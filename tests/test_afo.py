@@ -328,27 +328,35 @@ def test_freeze_readout_fits_the_first_model_once_and_freezes_it_in_every_stage(
     assert all(call["frozen_readout"] is not None for call in fit_calls[2:])
 
 
-def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(fit_calls, tmp_path):
+def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(
+    fit_calls, tmp_path, monkeypatch
+):
+    import tempfile
+
     from joblib import parallel_config
 
     images, Y, coords = _image_data()
-    params = {**FROZEN_TWO_ROIS, "checkpoint_dir": tmp_path}
+    params = {**FROZEN_TWO_ROIS, "checkpoint_dir": tmp_path / "checkpoints"}
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with parallel_config(backend="threading", n_jobs=2), pytest.warns(UserWarning, match="thread"):
         first = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
     assert len(fit_calls) == 1 + 2 + 2 + 1
-    naive = load(next(tmp_path.glob("afo-*/naive.safetensors")))
+    naive = load(next(tmp_path.glob("checkpoints/afo-*/naive.safetensors")))
     np.testing.assert_array_equal(first.retina_map_, naive.retina_map_)
+    # the saved models do not point at the run's temporary feature folder, now deleted
+    assert naive.memory is None
     # a second run finds every fit on disk, the first model included
     fit_calls.clear()
     again = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
     assert fit_calls == []
     np.testing.assert_array_equal(again.predict(images), first.predict(images))
+    assert not list(tmp_path.glob("afo_features_*"))
     # the same recipe without the frozen readout is another run
     AllForOneEncoder(_image_estimator(), **{**params, "freeze_readout": False}).fit(
         images, Y, coords=coords
     )
     assert len(fit_calls) == 2 + 2 + 1
-    assert len(list(tmp_path.glob("afo-*"))) == 2
+    assert len(list(tmp_path.glob("checkpoints/afo-*"))) == 2
 
 
 def test_freeze_readout_reaches_process_workers(tmp_path, monkeypatch):

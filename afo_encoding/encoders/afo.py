@@ -163,12 +163,14 @@ def _run_fit(
     seed: int | None,
     out_dir: str | None,
     frozen_readout: Any = None,
+    saved_memory: Any = None,
 ) -> _FitOutput:
     """Fit one stage model (in a joblib worker or in the parent) and predict its teacher rows.
 
     With ``out_dir``, a finished fit is saved there (``<name>.safetensors`` and
-    ``<name>.npz``) and found again instead of refitted. ``frozen_readout`` goes to
-    ``TopyEncoder.fit``.
+    ``<name>.npz``) and found again instead of refitted; the saved model's ``memory`` is
+    ``saved_memory`` (the user's, never a run's temporary folder), and a model found again
+    gets this run's. ``frozen_readout`` goes to ``TopyEncoder.fit``.
     """
     import torch
 
@@ -184,6 +186,8 @@ def _run_fit(
             teacher = [stored.get(f"teacher{s}") for s in range(n)]
             scores = [stored[f"scores{s}"] for s in range(n)]
             encoder = load(model_path) if spec.keep_model else None
+            if encoder is not None:
+                encoder.set_params(memory=params["memory"])
             return _FitOutput(encoder, teacher, scores, float(stored["seconds"]), resumed=True)
 
     start = time.perf_counter()
@@ -221,7 +225,9 @@ def _run_fit(
     seconds = time.perf_counter() - start
     if out_dir is not None:
         if spec.keep_model:
+            encoder.set_params(memory=saved_memory)
             save(encoder, model_path)
+            encoder.set_params(memory=params["memory"])
         arrays = {f"scores{s}": np.asarray(scores[s]) for s in range(n)}
         arrays.update({f"teacher{s}": t for s, t in enumerate(teacher) if t is not None})
         tmp = teacher_path.with_name(teacher_path.name + ".tmp.npz")
@@ -968,6 +974,7 @@ class _Run:
                 self.seed,
                 None if self.out_dir is None else str(self.out_dir),
                 self.frozen_readout,
+                afo.memory,
             )
             for spec in specs
         )
