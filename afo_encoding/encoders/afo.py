@@ -163,14 +163,12 @@ def _run_fit(
     seed: int | None,
     out_dir: str | None,
     frozen_readout: Any = None,
-    saved_memory: Any = None,
 ) -> _FitOutput:
     """Fit one stage model (in a joblib worker or in the parent) and predict its teacher rows.
 
     With ``out_dir``, a finished fit is saved there (``<name>.safetensors`` and
-    ``<name>.npz``) and found again instead of refitted; the saved model's ``memory`` is
-    ``saved_memory`` (the user's, never a run's temporary folder), and a model found again
-    gets this run's. ``frozen_readout`` goes to ``TopyEncoder.fit``.
+    ``<name>.npz``) and found again instead of refitted (with this run's ``memory``).
+    ``frozen_readout`` goes to ``TopyEncoder.fit``.
     """
     import torch
 
@@ -225,9 +223,7 @@ def _run_fit(
     seconds = time.perf_counter() - start
     if out_dir is not None:
         if spec.keep_model:
-            encoder.set_params(memory=saved_memory)
             save(encoder, model_path)
-            encoder.set_params(memory=params["memory"])
         arrays = {f"scores{s}": np.asarray(scores[s]) for s in range(n)}
         arrays.update({f"teacher{s}": t for s, t in enumerate(teacher) if t is not None})
         tmp = teacher_path.with_name(teacher_path.name + ".tmp.npz")
@@ -587,18 +583,14 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
             }
             params["mask"] = None  # the voxels were selected above
             params["verbose"] = 0
-            params["memory"] = memory
+            # the stage fits read the feature stores computed above; the temporary folder
+            # of a parallel run is deleted after the fit, so no model may keep its path
+            params["memory"] = self.memory
             run = _Run(self, params, inputs, Ys, [sp.coords for sp in spaces], multi, seed, ids)
             self._run_recipe(run, spaces, multi, rng)
         finally:
             if tmp_memory is not None:
                 shutil.rmtree(tmp_memory, ignore_errors=True)
-        if tmp_memory is not None:
-            # the fitted models must not point at the deleted folder: predicting would
-            # re-create it and leave features behind in the temporary directory
-            stages = self.stage_estimators_.values()
-            for enc in [self.final_estimator_, *(e for rois in stages for r in rois for e in r)]:
-                enc.set_params(memory=None)
         final = self.final_estimator_
         final.space_ = spaces if multi else spaces[0]
         for name in _FINAL_ATTRIBUTES:
@@ -974,7 +966,6 @@ class _Run:
                 self.seed,
                 None if self.out_dir is None else str(self.out_dir),
                 self.frozen_readout,
-                afo.memory,
             )
             for spec in specs
         )
