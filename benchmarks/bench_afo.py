@@ -163,6 +163,14 @@ def compare_frozen_readout(estimator, afo_params, X, Y, X_test, Y_test, fit_kw, 
     )
 
 
+def _roi_r(estimator, X, Y, X_test, Y_test, mask, **fit_kw) -> float:
+    """Test r on an ROI's voxels of a fit on the ROI's ground truth (monitored there)."""
+    model = TopyEncoder(**estimator.get_params()).fit(
+        X, Y, loss_weight=mask.astype(np.float32), monitor=mask, **fit_kw
+    )
+    return float(np.mean(pearson_r(Y_test[:, mask], model.predict(X_test)[:, mask])))
+
+
 def transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, repeats, clean):
     """What stage 2 could gain from the other ROIs at most, per ROI, planted and random.
 
@@ -190,30 +198,23 @@ def transfer_potential(estimator, X, Y, X_test, Y_test, fit_kw, rois, repeats, c
         for kind, labels in (("planted", rois), ("random", random_rois_like(rois, seed))):
             for roi in AREAS:
                 mask = labels == roi
-                weight = mask.astype(np.float32)
-                own = TopyEncoder(**est.get_params()).fit(
-                    X, Y, **kw, loss_weight=weight, monitor=mask
-                )
-                taught = TopyEncoder(**est.get_params()).fit(
-                    X,
-                    Y,
-                    **kw,
-                    loss_weight=weight,
-                    monitor=mask,
-                    soft_targets=clean,
-                    soft_weight=soft_weight * (1 - weight),
-                )
                 rows.append(
                     {
                         "seed": seed,
                         "rois": kind,
                         "roi": roi,
-                        "own model": float(
-                            np.mean(pearson_r(Y_test[:, mask], own.predict(X_test)[:, mask]))
-                        ),
+                        "own model": _roi_r(est, X, Y, X_test, Y_test, mask, **kw),
                         "all-ROI model": float(np.mean(r_all[mask])),
-                        "noiseless helpers": float(
-                            np.mean(pearson_r(Y_test[:, mask], taught.predict(X_test)[:, mask]))
+                        "noiseless helpers": _roi_r(
+                            est,
+                            X,
+                            Y,
+                            X_test,
+                            Y_test,
+                            mask,
+                            **kw,
+                            soft_targets=clean,
+                            soft_weight=soft_weight * (~mask).astype(np.float32),
                         ),
                     }
                 )

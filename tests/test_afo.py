@@ -7,6 +7,7 @@ a few epochs on precomputed 2D features.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 
 import numpy as np
@@ -331,8 +332,6 @@ def test_freeze_readout_fits_the_first_model_once_and_freezes_it_in_every_stage(
 def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(
     fit_calls, tmp_path, monkeypatch
 ):
-    import tempfile
-
     from joblib import parallel_config
 
     images, Y, coords = _image_data()
@@ -363,8 +362,6 @@ def test_freeze_readout_reaches_process_workers(tmp_path, monkeypatch):
     """loky workers are other processes: the frozen readout travels to them pickled, and
     each stage fit there gives what it gives in the parent, bit for bit. The temporary
     feature folder they read is gone after the fit, and predicting does not bring it back."""
-    import tempfile
-
     images, Y, coords = _image_data()
     params = {**FROZEN_TWO_ROIS, "keep_stage_estimators": True}
     serial = AllForOneEncoder(_image_estimator(), **params).fit(images, Y, coords=coords)
