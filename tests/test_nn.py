@@ -244,6 +244,17 @@ def test_layer_selector_regularizer_value():
     torch.testing.assert_close(eta, torch.full((5, 3), 1 / 3))  # uniform at initialisation
 
 
+def test_layer_selector_regularizer_gradient_is_finite_when_a_weight_underflows():
+    # a voxel sure of its layer: the softmax gives exactly 0 to the others in float32; the
+    # regulariser's gradient must stay finite there (it was NaN and killed the whole fit)
+    selector = LayerSelector(6, n_layers=3, hidden=8, entropy_weight=0.5)
+    logits = torch.tensor([[200.0, 0.0, 0.0], [1.0, 2.0, 3.0]], requires_grad=True)
+    eta = torch.softmax(logits, dim=-1)
+    assert float(eta[0, 1]) == 0.0
+    selector.regularization(eta).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 # ---------------------------------------------------------------- TopyNet
 
 

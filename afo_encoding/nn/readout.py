@@ -200,7 +200,11 @@ class LayerSelector(nn.Module):
         """
         if self.mlp is None or self.entropy_weight == 0 or eta.shape[0] == 0:
             return eta.new_zeros(())
-        return self.entropy_weight * torch.special.xlogy(eta, eta).sum(-1).mean()
+        # not xlogy(eta, eta): its gradient with respect to the second eta is eta / eta, NaN
+        # where a weight underflowed to 0 in the softmax (a voxel sure of its layer), which
+        # poisoned the whole network within one step
+        log_eta = eta.clamp_min(torch.finfo(eta.dtype).tiny).log()
+        return self.entropy_weight * (eta * log_eta).sum(-1).mean()
 
 
 class GlobalBranch(nn.Module):
