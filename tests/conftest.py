@@ -28,3 +28,15 @@ def _one_compute_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def realdata():
+    """The real recordings beside the project (``../shared/realdata``, or $AFO_REALDATA);
+    tests that need them skip in a fresh clone where they are absent."""
+    from pathlib import Path
+
+    root = Path(os.environ.get("AFO_REALDATA", Path(__file__).parents[2] / "shared" / "realdata"))
+    if not (root / "cowley2023_v4").is_dir():
+        pytest.skip(f"the real recordings are not at {root} (set AFO_REALDATA to their folder)")
+    return root

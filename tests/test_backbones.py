@@ -349,3 +349,76 @@ def test_registry():
     assert "tiny-pyramid" in available_backbones()
     with pytest.raises(TypeError, match="name_or_module"):
         get_backbone(3)
+
+
+# ------------------------------------------------------------------- EfficientNet-Lite0
+
+#: photos of the 92 images of Kriegeskorte et al. (2008) and their ImageNet class
+_K92_CLASSES = {
+    24: 363, 25: 354, 29: 9, 31: 340, 32: 386, 35: 32, 40: 235, 41: 246, 42: 372,
+    46: 291, 62: 954, 67: 953, 69: 945, 75: 481, 82: 587, 84: 763, 87: 879, 88: 487, 91: 919,
+}  # fmt: skip
+_MILITARY_UNIFORM = 652
+
+
+def _logits(backbone, images):
+    from afo_encoding.stimuli import as_stimuli
+
+    x = as_stimuli(images).to_tensor(spec=backbone.input_spec)
+    with torch.no_grad():
+        return backbone.net(x)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    pytest.importorskip("efficientnet_lite_pytorch")
+    return get_backbone("efficientnet-lite0")
+
+
+def test_efficientnet_lite0_layers_shapes_and_name(lite0):
+    assert lite0.layer_names == ["blocks.2", "blocks.4", "blocks.10", "blocks.15"]
+    assert lite0.local_channels == [24, 40, 112, 320]
+    assert lite0.local_shapes == [(56, 56), (28, 28), (14, 14), (7, 7)]
+    assert lite0.global_dims == [48, 80, 224, 640]  # average and max of every channel
+    assert lite0.name.startswith("efficientnet-lite0:imagenet@")
+    small = get_backbone("efficientnet-lite0", layers=["stem", 0, "head"], image_size=112)
+    assert small.local_channels == [32, 16, 1280]
+    assert small.local_shapes == [(56, 56), (56, 56), (4, 4)]
+    assert small.name != lite0.name
+    with pytest.raises(ValueError, match="no layer 'blocks.99'"):
+        get_backbone("efficientnet-lite0", layers=["blocks.99"])
+
+
+def test_efficientnet_lite0_is_really_pretrained(lite0):
+    import matplotlib.cbook
+
+    # the photograph of Grace Hopper that ships with matplotlib: a military uniform
+    photo = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    assert int(_logits(lite0, [photo]).argmax()) == _MILITARY_UNIFORM
+    random = get_backbone("efficientnet-lite0", pretrained=False)
+    assert random.name != lite0.name
+    assert int(_logits(random, [photo]).argmax()) != _MILITARY_UNIFORM
+
+
+def test_efficientnet_lite0_knows_objects_and_faces(lite0, realdata):
+    from scipy.io import loadmat
+
+    folder = realdata / "kriegeskorte2008_92images"
+    mat = loadmat(folder / "Kriegeskorte_Neuron2008_supplementalData.mat")
+    stimuli = mat["stimuli_92objs"][0]
+    images = [np.asarray(stimuli[i]["image"], dtype=np.uint8) for i in range(92)]
+    chosen = sorted(_K92_CLASSES)
+    predicted = _logits(lite0, [images[i] for i in chosen]).argmax(1).tolist()
+    correct = sum(p == _K92_CLASSES[i] for i, p in zip(chosen, predicted))
+    assert correct >= 16, f"{correct} of {len(chosen)} photos classified right"
+    # faces (images 12-23) are closer to each other than to buildings (77, 80, 81, 89)
+    # in the deepest layer's average-pooled vector
+    from afo_encoding.stimuli import as_stimuli
+
+    with torch.no_grad():
+        _, globals_ = lite0(as_stimuli(images).to_tensor(spec=lite0.input_spec))
+    deep = torch.nn.functional.normalize(globals_[-1][:, :320], dim=1)
+    faces, buildings = deep[12:24], deep[[77, 80, 81, 89]]
+    face_face = (faces @ faces.T)[~torch.eye(12, dtype=bool)].mean()
+    face_building = (faces @ buildings.T).mean()
+    assert face_face > face_building + 0.1, (float(face_face), float(face_building))

