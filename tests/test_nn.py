@@ -137,7 +137,7 @@ def test_bilinear_corners_centre_and_weights():
     torch.testing.assert_close(weights, torch.full((1, 4), 0.25))
 
 
-@pytest.mark.parametrize("method", ["cells", "sampling"])
+@pytest.mark.parametrize("method", ["cells", "sampling", "gather"])
 @pytest.mark.parametrize("use_global", [True, False])
 def test_fused_readout_equals_grid_sample_reference(use_global, method):
     gen = torch.Generator().manual_seed(0)
@@ -153,7 +153,7 @@ def test_fused_readout_equals_grid_sample_reference(use_global, method):
     torch.testing.assert_close(y, _reference_readout(maps, u, w, eta, glob))
 
 
-@pytest.mark.parametrize("method", ["cells", "sampling"])
+@pytest.mark.parametrize("method", ["cells", "sampling", "gather"])
 def test_fused_readout_gradients(method):
     gen = torch.Generator().manual_seed(1)
     n = 12
@@ -170,6 +170,18 @@ def test_fused_readout_gradients(method):
         return fused_readout([m0, m1, m2], u, w, eta, glob, method=method)
 
     assert torch.autograd.gradcheck(f, (*maps, u, w, eta, glob))
+
+
+def test_fused_readout_picks_gather_for_a_few_voxels_on_large_maps(monkeypatch):
+    from afo_encoding.nn import readout
+
+    used = []
+    monkeypatch.setattr(readout, "_readout_by_gather", lambda *a: used.append("gather"))
+    maps = [torch.randn(2, 3, 16, 16)]
+    fused_readout(maps, torch.zeros(8, 2), torch.randn(8, 3), torch.ones(8, 1))
+    assert used == ["gather"]  # 8 voxels read 32 of 256 pixels
+    fused_readout(maps, torch.zeros(9, 2), torch.randn(9, 3), torch.ones(9, 1))
+    assert used == ["gather"]  # 9 read more than an eighth: the cells
 
 
 @pytest.mark.parametrize("method", ["cells", "sampling"])
@@ -567,3 +579,76 @@ def test_encode_once_read_out_many():
                  for i in range(0, 30, 7)]
         torch.testing.assert_close(torch.cat(parts, 1), model(features, 0))
         torch.testing.assert_close(model.readout(encoded, 1), model(features, 1))
+
+
+# ------------------------------------------------- the ridge recipe's readout (concat mixing)
+
+
+def test_linear_adapter_keeps_the_leading_principal_components():
+    from afo_encoding.nn.adapters import LinearAdapter
+
+    gen = torch.Generator().manual_seed(0)
+    # 6 channels driven by 2 latent maps, with channel-specific offsets and scales
+    latent = torch.randn(30, 2, 5, 5, generator=gen)
+    mixing = torch.randn(6, 2, generator=gen)
+    maps = torch.einsum("cl,blhw->bchw", mixing, latent) * torch.arange(1.0, 7.0)[:, None, None]
+    maps = maps + torch.arange(6.0)[:, None, None]
+    adapter = LinearAdapter.from_maps(maps, 2)
+    out = adapter(maps)
+    assert out.shape == (30, 2, 5, 5)
+    # the two components are centred, decorrelated and carry all the variance
+    flat = out.transpose(0, 1).reshape(2, -1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(2), atol=1e-4, rtol=0)
+    assert abs(float(torch.corrcoef(flat)[0, 1])) < 1e-3
+    z = (maps - maps.mean((0, 2, 3), keepdim=True)) / maps.std((0, 2, 3), keepdim=True)
+    assert float(flat.var(1).sum()) == pytest.approx(float(z.var((0, 2, 3)).sum()), rel=1e-3)
+    whole = LinearAdapter.from_maps(maps, 10)  # more than the layer has: all, standardised
+    assert whole.out_channels == 6
+    assert not list(whole.parameters())  # fixed: nothing trains
+
+
+def test_probe_branch_projects_pooled_features():
+    from afo_encoding.nn.probe import ProbeBranch, pooled_features
+
+    gen = torch.Generator().manual_seed(0)
+    locals_ = [torch.randn(3, 2, 8, 8, generator=gen), torch.randn(3, 4, 2, 2, generator=gen)]
+    globals_ = [torch.randn(3, 5, generator=gen), torch.randn(3, 1, generator=gen)]
+    rows = pooled_features(locals_, globals_, 4)
+    assert rows.shape == (3, 2 * 16 + 5 + 4 * 4 + 1)
+    probe = ProbeBranch(rows.shape[1], 2, 4)
+    probe.mean.copy_(rows.mean(0))
+    probe.scale.fill_(2.0)
+    probe.components.copy_(torch.randn(2, rows.shape[1], generator=gen))
+    expected = (rows - rows.mean(0)) / 2.0 @ probe.components.T
+    torch.testing.assert_close(probe(locals_, globals_), expected)
+
+
+def test_concat_readout_reads_every_layer_at_the_voxel_and_the_probe_scores():
+    gen = torch.Generator().manual_seed(0)
+    coords = [np.random.default_rng(0).normal(size=(20, 3))]
+    n_features = 3 * 16 + 6 + 2 * 9 + 4  # maps pooled to at most 4 x 4, then the globals
+    model = TopyNet([3, 2], [6, 4], coords, adapter="linear", adapter_channels=[2, 2],
+                    layer_mixing="concat",
+                    probe={"n_features": n_features, "n_components": 4, "pool_size": 4})
+    for adapter in model.adapters:
+        adapter.projection.normal_(generator=gen)
+    model.probe.components.normal_(generator=gen)
+    with torch.no_grad():
+        model.subjects[0].retina_mapper.mlp[-1].bias.uniform_(-1, 1, generator=gen)
+        model.heads[0].weight.normal_(generator=gen)
+    model.eval()
+    features = ([torch.randn(5, 3, 6, 6, generator=gen), torch.randn(5, 2, 3, 3, generator=gen)],
+                [torch.randn(5, 6, generator=gen), torch.randn(5, 4, generator=gen)])
+    maps, scores = model.encode_images(features)
+    assert [m.shape[1] for m in maps] == [2, 2]
+    sampled = model.subjects[0].sampled_features(maps)  # (B, n, 2 + 2)
+    head = model.heads[0]
+    whole = torch.cat([sampled, scores[:, None, :].expand(-1, 20, -1)], dim=2)
+    expected = (whole * head.weight).sum(-1) / head.weight.shape[1] + head.bias
+    torch.testing.assert_close(model(features, 0), expected)
+    assert head.weight.shape == (20, 2 + 2 + 4)
+    assert model.subjects[0].layer_selector.mlp is None  # the head weighs the layers
+    with pytest.raises(ValueError, match="probe branch is read by layer_mixing='concat'"):
+        TopyNet([3], [6], coords, probe={"n_features": 4, "n_components": 2})
+    with pytest.raises(ValueError, match="use it with layer_mixing='concat'"):
+        TopyNet([3], [6], coords, adapter="linear")

@@ -109,3 +109,72 @@ class ConvAdapter(nn.Module):
         """Map ``x`` of shape (B, C_in, h, w) to (B, D, h, w) (channels-last memory)."""
         x = x.contiguous(memory_format=torch.channels_last)
         return self.blocks(self.input_norm(x))
+
+
+class LinearAdapter(nn.Module):
+    """A fixed linear map of a backbone layer's channels: standardise, then project.
+
+    ``out = P ((x - mean) / scale)`` at every pixel, i.e. a 1x1 convolution whose weights
+    are buffers, not parameters: nothing here trains. :meth:`from_maps` sets them from
+    sample feature maps so that the output channels are the layer's leading principal
+    components (in units of standard deviations), the whole layer standardised when it has
+    no more channels than asked for. The readout of the ridge recipe of
+    :class:`~afo_encoding.encoders.TopyEncoder` samples these maps.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels ``C`` of the backbone layer.
+    out_channels : int
+        Channels kept, ``k <= C``.
+
+    Examples
+    --------
+    >>> adapter = LinearAdapter.from_maps(torch.randn(10, 32, 8, 8), 4)
+    >>> adapter(torch.randn(2, 32, 8, 8)).shape
+    torch.Size([2, 4, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        if not 1 <= out_channels <= in_channels:
+            raise ValueError(
+                f"out_channels must be in [1, in_channels={in_channels}], got {out_channels}."
+            )
+        self.register_buffer("mean", torch.zeros(in_channels))
+        self.register_buffer("projection", torch.eye(out_channels, in_channels))
+
+    @classmethod
+    def from_maps(cls, maps: torch.Tensor, out_channels: int) -> LinearAdapter:
+        """An adapter whose projection is fitted to sample maps ``(n, C, h, w)``.
+
+        Every channel is standardised over all images and pixels; when ``out_channels <
+        C`` the standardised channels are rotated onto their ``out_channels`` principal
+        axes (the PCA of the pixels' channel vectors), else kept as they are.
+        """
+        n_channels = maps.shape[1]
+        k = min(int(out_channels), n_channels)
+        pixels = maps.detach().transpose(0, 1).reshape(n_channels, -1).to(torch.float64)
+        mean = pixels.mean(1)
+        scale = pixels.std(1)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        projection = torch.diag(1 / scale)
+        if k < n_channels:
+            z = (pixels - mean[:, None]) / scale[:, None]
+            _, vectors = torch.linalg.eigh(z @ z.T / z.shape[1])
+            projection = vectors[:, -k:].flip(1).T / scale[None]
+        adapter = cls(n_channels, k)
+        adapter.mean.copy_(mean)
+        adapter.projection.copy_(projection)
+        return adapter
+
+    @property
+    def out_channels(self) -> int:
+        """Number of output channels ``k``."""
+        return self.projection.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x`` of shape (B, C, h, w) to (B, k, h, w)."""
+        weight = self.projection.to(x.dtype)
+        bias = -(weight @ self.mean.to(x.dtype))
+        return F.conv2d(x, weight[:, :, None, None], bias)

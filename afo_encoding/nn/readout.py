@@ -446,8 +446,12 @@ def fused_readout(
         ``eta``.
     global_features : Tensor of shape (B, L, D) or None
         Per-image, per-layer vectors ``g`` added to the sampled ones; None for none.
-    method : {"auto", "cells", "sampling"}, default="auto"
-        Strategy; ``"auto"`` is ``"cells"`` on a CPU and ``"sampling"`` elsewhere.
+    method : {"auto", "cells", "sampling", "gather"}, default="auto"
+        Strategy; ``"auto"`` is ``"gather"`` when the voxels read few of the maps' pixels
+        (four each, fewer than an eighth of every map: a few neurons on large maps), else
+        ``"cells"`` on a CPU and ``"sampling"`` elsewhere. ``"gather"`` indexes the four
+        pixels of every voxel in every image (memory ``O(B D n)``), touching nothing else
+        of the maps.
 
     Returns
     -------
@@ -462,10 +466,16 @@ def fused_readout(
             f"layer_weights must be (n_voxels, L) = ({positions.shape[0]}, {n_layers}), "
             f"got {tuple(layer_weights.shape)}."
         )
-    if method not in ("auto", "cells", "sampling"):
-        raise ValueError(f"method must be 'auto', 'cells' or 'sampling', got {method!r}.")
+    if method not in ("auto", "cells", "sampling", "gather"):
+        raise ValueError(
+            f"method must be 'auto', 'cells', 'sampling' or 'gather', got {method!r}."
+        )
     batch, dim = maps[0].shape[:2]
     device = maps[0].device
+    if method == "auto" and _few_voxels(maps, positions.shape[0]):
+        method = "gather"
+    if method == "gather":
+        return _readout_by_gather(maps, positions, weight, layer_weights, global_features)
     if method == "sampling" or (method == "auto" and device.type != "cpu"):
         return _readout_by_sampling(maps, positions, weight, layer_weights, global_features)
     if not bool(torch.isfinite(positions).all()):
@@ -507,6 +517,31 @@ def fused_readout(
     return y
 
 
+def _few_voxels(maps: Sequence[torch.Tensor], n_voxels: int) -> bool:
+    """Whether four pixels per voxel are fewer than an eighth of every map's pixels."""
+    return all(32 * n_voxels <= m.shape[2] * m.shape[3] for m in maps)
+
+
+def _readout_by_gather(maps, positions, weight, layer_weights, global_features):
+    """``fused_readout`` by indexing each voxel's four pixels: (B, n)."""
+    y = None
+    weight_t = weight.t()
+    for layer, m in enumerate(maps):
+        height, width = m.shape[2:]
+        cell, corners = bilinear_corners(positions, height, width)
+        dx, dy = (1 if width > 1 else 0), (width if height > 1 else 0)
+        index = cell[:, None] + cell.new_tensor([0, dx, dy, dx + dy])  # (n, 4)
+        values = m.flatten(2)[:, :, index.reshape(-1)].unflatten(2, index.shape)
+        sampled = (values * corners.to(m.dtype)).sum(-1)  # (B, D, n)
+        if global_features is not None:
+            sampled = sampled + global_features[:, layer, :, None].to(sampled.dtype)
+        part = (sampled * weight_t.to(sampled.dtype)).sum(1) * layer_weights[:, layer].to(
+            sampled.dtype
+        )
+        y = part if y is None else y + part
+    return y
+
+
 def _sampled_chunk(positions, weight, layer_weights, global_features, *maps):
     """``fused_readout`` of a chunk of voxels through ``grid_sample``: (B, n)."""
     batch = maps[0].shape[0]
@@ -534,6 +569,34 @@ def _readout_by_sampling(maps, positions, weight, layer_weights, global_features
         else:
             parts.append(_sampled_chunk(*args))
     return torch.cat(parts, dim=1)
+
+
+
+def sample_layers(maps: Sequence[torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
+    """The feature vectors of every layer at each voxel's point, side by side.
+
+    Bilinear sampling with the convention of :func:`fused_readout` (``grid_sample``,
+    ``align_corners=False``, border padding).
+
+    Parameters
+    ----------
+    maps : sequence of L Tensors of shape (B, C_l, h_l, w_l)
+    positions : Tensor of shape (n, 2)
+        ``u = (x, y)`` in ``[-1, 1]``.
+
+    Returns
+    -------
+    features : Tensor of shape (B, n, sum_l C_l)
+        Layers in order.
+    """
+    batch = maps[0].shape[0]
+    parts = []
+    for m in maps:
+        grid = positions.to(m.dtype)[None, :, None, :].expand(batch, -1, -1, -1)
+        sampled = F.grid_sample(m, grid, mode="bilinear", padding_mode="border",
+                                align_corners=False)
+        parts.append(sampled[..., 0].transpose(1, 2))
+    return torch.cat(parts, dim=2)
 
 
 class SubjectReadout(nn.Module):
@@ -565,6 +628,17 @@ class SubjectReadout(nn.Module):
         FrozenRM: every voxel reads the centre.
     uniform_layers : bool, default=False
         FrozenLS: ``eta = 1 / L``.
+    layer_mixing : {"selector", "concat"}, default="selector"
+        ``"selector"`` (the paper): the voxel's vector is ``sum_l eta_l (m_l + g_l)``, all
+        layers in the same ``D`` dimensions, read by one head of width ``D``.
+        ``"concat"``: the samples of every layer side by side (``layer_channels``), then
+        the ``n_probe`` global scores, read by one head of width
+        ``sum(layer_channels) + n_probe``; no LayerSelector (the head weighs the layers).
+    layer_channels : list of int or None
+        Channels of every layer's adapted map (``"concat"`` only).
+    n_probe : int, default=0
+        Global scores per image (``"concat"`` only; see
+        :class:`~afo_encoding.nn.probe.ProbeBranch`).
     """
 
     def __init__(
@@ -579,8 +653,26 @@ class SubjectReadout(nn.Module):
         entropy_weight: float = 3e-5,
         freeze_retina: bool = False,
         uniform_layers: bool = False,
+        layer_mixing: str = "selector",
+        layer_channels: Sequence[int] | None = None,
+        n_probe: int = 0,
     ) -> None:
         super().__init__()
+        if layer_mixing not in ("selector", "concat"):
+            raise ValueError(
+                f"layer_mixing must be 'selector' or 'concat', got {layer_mixing!r}."
+            )
+        self.layer_mixing = layer_mixing
+        self.layer_channels = None if layer_channels is None else [int(c) for c in layer_channels]
+        self.n_probe = int(n_probe)
+        if layer_mixing == "concat":
+            if self.layer_channels is None or len(self.layer_channels) != n_layers:
+                raise ValueError(
+                    f"layer_mixing='concat' needs layer_channels, one per layer ({n_layers}), "
+                    f"got {layer_channels!r}."
+                )
+            uniform_layers = True  # the head weighs the layers
+            d_model = sum(self.layer_channels) + self.n_probe
         self.encoding = PositionalEncoding(coords, n_frequencies, max_frequency)
         # the coordinates are configuration (TopyNet.config), not state: not in state_dict
         self.register_buffer(
@@ -671,10 +763,40 @@ class SubjectReadout(nn.Module):
         weight, bias = self.head.weight, self.head.bias
         if voxel_index is not None:
             weight, bias = weight[voxel_index], bias[voxel_index]
-        y = fused_readout(maps, u, weight, eta, global_features) / self.d_model + bias
+        if self.layer_mixing == "concat":
+            y = self._concat_readout(maps, global_features, u, weight)
+        else:
+            y = fused_readout(maps, u, weight, eta, global_features)
+        y = y / self.d_model + bias
         if return_regularization:
             return y, self.layer_selector.regularization(eta)
         return y
+
+    def _concat_readout(self, maps, probe_scores, u, weight) -> torch.Tensor:
+        """``sum_l <m_l(u), w_l> + <z, w_probe>`` for the layer and probe slices of ``w``."""
+        ones = weight.new_ones(weight.shape[0], 1)
+        y, start = None, 0
+        for m in maps:
+            stop = start + m.shape[1]
+            part = fused_readout([m], u, weight[:, start:stop], ones)
+            y = part if y is None else y + part
+            start = stop
+        if self.n_probe:
+            if probe_scores is None:
+                raise ValueError(
+                    f"This readout weighs {self.n_probe} global scores but none were given."
+                )
+            y = y + probe_scores.to(y.dtype) @ weight[:, start:].to(y.dtype).T
+        return y
+
+    def sampled_features(
+        self, maps: Sequence[torch.Tensor], voxel_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the head of a ``"concat"`` readout weighs, before the global scores: every
+        layer sampled at each voxel's mean point (no noise), Tensor (B, n, sum C_l)."""
+        voxel_index = self._voxel_index(voxel_index)
+        u, _ = self.positions_and_layer_weights(voxel_index, sample=False)
+        return sample_layers(maps, u)
 
     def retina_map(self) -> torch.Tensor:
         """Mean RetinaMapper point of every voxel: Tensor (n_voxels, 2), no noise, detached."""

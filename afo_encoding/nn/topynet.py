@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import ConvAdapter
+from .adapters import ConvAdapter, LinearAdapter
 from .heads import VoxelHead
+from .probe import ProbeBranch
 from .readout import GlobalBranch, SubjectReadout
 
 Features = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
@@ -56,6 +57,23 @@ class TopyNet(nn.Module):
         FrozenLS ablation: every voxel mixes the layers with weights ``1 / L``.
     adapter_width : int or None, default=None
         Channels inside the adapters; None keeps each layer's ``C_l`` (the paper).
+    adapter : {"conv", "linear", "identity"}, default="conv"
+        ``"conv"``: the paper's trainable :class:`~afo_encoding.nn.adapters.ConvAdapter`
+        to ``d_model`` channels; ``"linear"``: a fixed
+        :class:`~afo_encoding.nn.adapters.LinearAdapter` to ``adapter_channels[l]``
+        channels (its buffers are set by whoever fits the model); ``"identity"``: the
+        maps are read as they come (``layer_mixing="concat"``).
+    adapter_channels : list of int or None, default=None
+        Output channels of the linear adapters, one per layer (``adapter="linear"``).
+    layer_mixing : {"selector", "concat"}, default="selector"
+        How a voxel reads the layers (see
+        :class:`~afo_encoding.nn.readout.SubjectReadout`): the paper's LayerSelector mix in
+        ``d_model`` dimensions, or every layer side by side, each with its own head
+        weights (no LayerSelector, no MLP global branch).
+    probe : dict or None, default=None
+        ``{"n_features": F, "n_components": k, "pool_size": p}``: a
+        :class:`~afo_encoding.nn.probe.ProbeBranch` whose ``k`` scores every head of a
+        ``"concat"`` readout also weighs (the global branch of the ridge recipe).
 
     Attributes
     ----------
@@ -104,8 +122,27 @@ class TopyNet(nn.Module):
         freeze_retina: bool = False,
         uniform_layers: bool = False,
         adapter_width: int | None = None,
+        adapter: str = "conv",
+        adapter_channels: Sequence[int] | None = None,
+        layer_mixing: str = "selector",
+        probe: dict | None = None,
     ) -> None:
         super().__init__()
+        if adapter not in ("conv", "linear", "identity"):
+            raise ValueError(
+                f"adapter must be 'conv', 'linear' or 'identity', got {adapter!r}."
+            )
+        if layer_mixing not in ("selector", "concat"):
+            raise ValueError(
+                f"layer_mixing must be 'selector' or 'concat', got {layer_mixing!r}."
+            )
+        if probe is not None and layer_mixing != "concat":
+            raise ValueError("A probe branch is read by layer_mixing='concat' only.")
+        if adapter != "conv" and layer_mixing != "concat":
+            raise ValueError(
+                f"adapter={adapter!r} keeps every layer's own width: use it with "
+                "layer_mixing='concat'."
+            )
         local_channels = [int(c) for c in local_channels]
         global_dims = [int(g) for g in global_dims]
         if not local_channels:
@@ -137,16 +174,42 @@ class TopyNet(nn.Module):
             "freeze_retina": bool(freeze_retina),
             "uniform_layers": bool(uniform_layers),
             "adapter_width": None if adapter_width is None else int(adapter_width),
+            "adapter": adapter,
+            "adapter_channels": None
+            if adapter_channels is None
+            else [int(c) for c in adapter_channels],
+            "layer_mixing": layer_mixing,
+            "probe": None if probe is None else dict(probe),
         }
         self.local_channels = local_channels
         self.global_dims = global_dims
         self.d_model = int(d_model)
-        self.adapters = nn.ModuleList(
-            ConvAdapter(c, d_model, width=adapter_width) for c in local_channels
-        )
+        if adapter == "linear":
+            channels = adapter_channels if adapter_channels is not None else local_channels
+            if len(channels) != len(local_channels):
+                raise ValueError(
+                    f"adapter_channels has {len(channels)} entries for {len(local_channels)} "
+                    "layers: give one per layer."
+                )
+            self.adapters = nn.ModuleList(
+                LinearAdapter(c, k) for c, k in zip(local_channels, channels)
+            )
+            out_channels = [int(k) for k in channels]
+        elif adapter == "identity":
+            self.adapters = nn.ModuleList(nn.Identity() for _ in local_channels)
+            out_channels = list(local_channels)
+        else:
+            self.adapters = nn.ModuleList(
+                ConvAdapter(c, d_model, width=adapter_width) for c in local_channels
+            )
+            out_channels = [int(d_model)] * len(local_channels)
+        concat = layer_mixing == "concat"
         self.global_branch = (
-            GlobalBranch(local_channels, global_dims, d_model) if use_global else None
+            GlobalBranch(local_channels, global_dims, d_model)
+            if use_global and not concat
+            else None
         )
+        self.probe = None if probe is None else ProbeBranch(**probe)
         self.subjects = nn.ModuleList(
             SubjectReadout(
                 c,
@@ -159,6 +222,9 @@ class TopyNet(nn.Module):
                 entropy_weight=entropy_weight,
                 freeze_retina=freeze_retina,
                 uniform_layers=uniform_layers,
+                layer_mixing=layer_mixing,
+                layer_channels=out_channels if concat else None,
+                n_probe=0 if self.probe is None else self.probe.n_components,
             )
             for c in coords
         )
@@ -228,10 +294,10 @@ class TopyNet(nn.Module):
 
         Returns
         -------
-        maps : list of Tensor (B, D, h_l, w_l)
+        maps : list of Tensor (B, D_l, h_l, w_l)
             Adapted maps.
-        global_features : Tensor (B, L, D) or None
-            Global branch output (None without the branch).
+        global_features : Tensor (B, L, D), Tensor (B, k) or None
+            The MLP global branch's vectors, the probe branch's scores, or None.
         """
         self._check_features(features)
         local_maps = [m.detach() for m in features[0]]
@@ -239,6 +305,8 @@ class TopyNet(nn.Module):
         glob = None
         if self.global_branch is not None:
             glob = self.global_branch(local_maps, [g.detach() for g in features[1]])
+        elif self.probe is not None:
+            glob = self.probe(local_maps, [g.detach() for g in features[1]])
         return maps, glob
 
     def readout(
