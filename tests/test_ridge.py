@@ -259,3 +259,23 @@ def test_cuda_matches_numpy():
     np.testing.assert_array_equal(on_numpy.alpha, on_gpu.alpha)
     np.testing.assert_allclose(on_numpy.coef, on_gpu.coef, rtol=1e-3, atol=1e-4)
     assert isinstance(on_gpu.coef, np.ndarray)
+
+
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+def test_cv_predictions_are_the_folds_held_out_predictions(solver):
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)) + 3
+    Y = X @ rng.normal(size=(8, 3)) + 2 * rng.normal(size=(60, 3)) + 5
+    result = ridge_cv(X, Y, np.logspace(-2, 4, 13), 5, solver=solver, dtype=np.float64,
+                      return_cv_predictions=True)
+    expected = np.empty_like(Y)
+    for train, test in KFold(5).split(X):
+        for j in range(3):
+            model = Ridge(alpha=result.alpha[j]).fit(X[train], Y[train, j])
+            expected[test, j] = model.predict(X[test])
+    np.testing.assert_allclose(result.cv_predictions, expected, rtol=1e-8, atol=1e-8)
+    assert ridge_cv(X, Y, cv=5).cv_predictions is None
+    with pytest.raises(ValueError, match="hold every sample out exactly once"):
+        ridge_cv(X, Y, cv=ShuffleSplit(3, random_state=0), return_cv_predictions=True)

@@ -13,11 +13,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._logging import logger, progress, use_log_level
 from ._base import as_flat_features, feature_device, is_multi_subject
-from .ridge import SCORINGS, ArrayBackend, get_backend, ridge_cv
+from .ridge import DEFAULT_ALPHAS, SCORINGS, ArrayBackend, get_backend, ridge_cv
 
-#: alphas searched when ``alphas=None``: half-decade steps from below the smallest to above
-#: the largest eigenvalue a standardised, PCA-reduced design can have (see ``alphas``)
-DEFAULT_ALPHAS = np.logspace(-2, 10, 25)
 _POOL_BATCH = 256  # images pooled at a time
 
 
@@ -56,25 +53,13 @@ def pool_features(
     features : ndarray of float32, shape (n_images, n_features)
         Layers in order, each its pooled map then (with ``use_global``) its global vector.
     """
-    import torch
-    import torch.nn.functional as F
-
-    def pooled(t: torch.Tensor) -> torch.Tensor:
-        if pool_size is None:
-            return t.flatten(1)
-        size = (min(pool_size, t.shape[2]), min(pool_size, t.shape[3]))
-        return F.adaptive_avg_pool2d(t, size).flatten(1)
+    from ..nn.probe import pooled_features
 
     blocks = []
     starts = range(0, len(store), _POOL_BATCH)
     for start in progress(starts, verbose, desc="pooling", total=len(starts), unit="batch"):
         locals_, globals_ = store.batch(np.arange(start, min(start + _POOL_BATCH, len(store))))
-        parts = []
-        for layer, local in enumerate(locals_):
-            parts.append(pooled(local))
-            if use_global:
-                parts.append(globals_[layer])
-        blocks.append(torch.cat(parts, dim=1).numpy())
+        blocks.append(pooled_features(locals_, globals_, pool_size, use_global).numpy())
     return np.concatenate(blocks, axis=0)
 
 

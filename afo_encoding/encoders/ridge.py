@@ -40,7 +40,11 @@ from sklearn.model_selection import check_cv
 from .._logging import logger, progress
 
 SCORINGS = ("r2", "pearson", "neg_mse")
-DEFAULT_ALPHAS = np.logspace(-2, 8, 21)
+#: ridge strengths tried by default: half-decade steps from below the smallest to above the
+#: largest eigenvalue a standardised, PCA-reduced design can have (about 1 to
+#: n_samples * n_features: 1e10 for 10,000 images and a million features), so the grid runs
+#: from no shrinkage to full shrinkage; the search costs almost nothing per alpha
+DEFAULT_ALPHAS = np.logspace(-2, 10, 25)
 
 # eigenvalues closer than this (relative to the larger one plus the smallest alpha) are
 # treated as tied by the partial-fraction scoring; see the module docstring
@@ -71,6 +75,9 @@ class RidgeCVResult:
         The score used to choose alphas.
     solver : str
         ``"primal"`` or ``"dual"``.
+    cv_predictions : ndarray of shape (n_samples, n_targets) or None
+        With ``return_cv_predictions``: every sample predicted by the fold that held it
+        out, each target at its chosen alpha (out-of-fold predictions, for stacking).
     """
 
     coef: np.ndarray
@@ -81,6 +88,7 @@ class RidgeCVResult:
     alphas: np.ndarray
     scoring: str
     solver: str
+    cv_predictions: np.ndarray | None = None
 
 
 class ArrayBackend:
@@ -406,6 +414,7 @@ def ridge_cv(
     dtype: Any = np.float32,
     n_targets_batch: int | None = None,
     edge_warning: float = 0.1,
+    return_cv_predictions: bool = False,
     verbose: bool | int | str | None = None,
 ) -> RidgeCVResult:
     """Ridge regression for many targets, each with its own alpha chosen by K-fold CV.
@@ -451,6 +460,9 @@ def ridge_cv(
         Warn when more than this share of the targets with a positive cross-validated
         score chose the smallest or the largest alpha while their score was still rising
         there (by more than 0.1 % over the neighbouring alpha). ``1`` disables the warning.
+    return_cv_predictions : bool
+        Also return the out-of-fold predictions at the chosen alphas (``cv`` must then
+        hold every sample out exactly once, as K-fold does).
     verbose : bool, int, str or None
         Progress bar over batches of targets when INFO or lower.
 
@@ -515,6 +527,13 @@ def ridge_cv(
                 f"scoring={scoring!r} needs at least 2 test samples per fold, got {len(test)} "
                 "(leave-one-out?); use fewer folds or scoring='neg_mse'."
             )
+    if return_cv_predictions:
+        held_out = np.concatenate([test for _, test in splits])
+        if len(held_out) != n_samples or len(np.unique(held_out)) != n_samples:
+            raise ValueError(
+                "return_cv_predictions needs folds that hold every sample out exactly once "
+                "(K-fold); this `cv` does not."
+            )
     min_train = min(len(train) for train, _ in splits)
     primal = {"primal": True, "dual": False, "auto": min_train >= n_features}[solver]
     logger.debug(
@@ -547,6 +566,9 @@ def ridge_cv(
     coef = np.empty((n_features, n_targets), dtype=np_dtype)
     intercept = np.zeros(n_targets, dtype=np_dtype)
     alpha_scores = np.empty((len(alphas), n_targets))
+    cv_predictions = (
+        np.empty((n_samples, n_targets), dtype=np_dtype) if return_cv_predictions else None
+    )
     starts = range(0, n_targets, n_targets_batch)
     for start in progress(starts, verbose, desc="ridge", total=len(starts), unit="batch"):
         batch = slice(start, min(start + n_targets_batch, n_targets))
@@ -559,12 +581,19 @@ def ridge_cv(
         if fit_intercept:
             y = y - xb.astype(y_offset, work)
         scores = 0
+        projections = []
         for fold, d in zip(folds, inverse):
             z, b, y_mean_train = fold.project(xb, y)
             scores = scores + _alpha_scores(xb, fold, z, b, y_mean_train, y[fold.test], d, scoring)
+            if return_cv_predictions:
+                projections.append((z, y_mean_train))
         scores = xb.to_numpy(scores) / len(folds)
         alpha_scores[:, batch] = scores
         best = xb.asarray(alphas[scores.argmax(0)], xb.float64)
+        for fold, (z, y_mean_train), (_, test) in zip(folds, projections, splits):
+            dz = xb.astype(z / (fold.s[:, None] + best[None, :]), work)
+            pred = xb.astype(fold.a_test @ dz, xb.float64) + y_mean_train + y_offset
+            cv_predictions[test, batch] = xb.to_numpy(pred)
         z, _, y_mean = full.project(xb, y)
         weights = full.coef(xb.astype(z / (full.s[:, None] + best[None, :]), work))
         coef[:, batch] = xb.to_numpy(weights)
@@ -585,4 +614,5 @@ def ridge_cv(
         alphas=alphas,
         scoring=scoring,
         solver="primal" if primal else "dual",
+        cv_predictions=cv_predictions,
     )
