@@ -33,6 +33,7 @@ from afo_encoding.simulation import make_retinotopic_dataset
 pytestmark = pytest.mark.slow
 
 ENCODER = {
+    "head_solver": "sgd",  # the paper's recipe, whose networks the stages distil
     "backbone_params": {"image_size": 32, "wavelength": 2.0},
     "d_model": 16,
     "batch_size": 64,

@@ -83,9 +83,11 @@ def test_scikit_learn_estimator_checks(estimator, check):
 # ------------------------------------------------------------------ fit / predict
 
 
-def test_fit_predict_score_on_features():
+@pytest.mark.parametrize("head_solver", ["ridge", "sgd"])
+def test_fit_predict_score_on_features(head_solver):
     X, y, coords = linear_problem()
-    enc = TopyEncoder(**{**TINY, "max_epochs": 15, "d_model": 16}, random_state=0)
+    params = {**TINY, "max_epochs": 15, "d_model": 16, "head_solver": head_solver}
+    enc = TopyEncoder(**params, random_state=0)
     assert enc.fit(X[:100], y[:100], coords=coords) is enc
     pred = enc.predict(X[100:])
     assert pred.shape == (20, 5)
@@ -94,7 +96,10 @@ def test_fit_predict_score_on_features():
     assert score == pytest.approx(np.mean(pearson_r(y[100:], pred)), abs=1e-6)
     assert score > 0.5
     assert enc.n_features_in_ == 6
-    assert enc.coef_.shape == (5, 16)
+    # sgd: the paper's D-vector; ridge: the 6 features sampled at the voxel's point, then
+    # the global branch's principal components (of the 1x1 map and the global vector that
+    # 2D features make: 6 + 6)
+    assert enc.coef_.shape == ((5, 16) if head_solver == "sgd" else (5, 6 + 12))
     assert enc.intercept_.shape == (5,)
     assert enc.retina_map_.shape == (5, 2)
     assert np.all(np.abs(enc.retina_map_) <= 1)
@@ -108,7 +113,8 @@ def test_coef_and_intercept_are_the_heads():
     X, y, coords = linear_problem()
     enc = TopyEncoder(**TINY, random_state=0).fit(X, y, coords=coords)
     head = enc.model_.heads[0]
-    np.testing.assert_allclose(enc.coef_ * enc.model_.d_model, head.weight.detach().numpy())
+    width = head.weight.shape[1]  # heads average their features
+    np.testing.assert_allclose(enc.coef_ * width, head.weight.detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(enc.intercept_, head.bias.detach().numpy())
 
 
@@ -194,7 +200,8 @@ def test_several_subjects():
     assert enc.n_subjects_ == 2
     assert enc.predict(X1, subject=1).shape == (80, 3)
     assert enc.predict(X0).shape == (120, 5)  # subject 0 by default
-    assert [c.shape for c in enc.coef_] == [(5, 8), (3, 8)]
+    assert [c.shape[0] for c in enc.coef_] == [5, 3]
+    assert enc.coef_[0].shape[1] == enc.coef_[1].shape[1]  # one readout shared by both
     assert [m.shape for m in enc.retina_map_] == [(5, 2), (3, 2)]
     assert len(enc.space_) == 2
     assert len(enc.history_["val_score_subjects"][-1]) == 2
@@ -271,7 +278,8 @@ def test_afo_hooks_pass_through_fit():
 def readout_source():
     """An encoder fitted on images (2 layers, so a LayerSelector), and its data."""
     images, y, coords = image_problem()
-    source = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    source = TopyEncoder(**TINY, **IMAGES, head_solver="sgd", random_state=0)
+    source.fit(images, y, coords=coords)
     return source, images, y, coords
 
 
@@ -302,7 +310,8 @@ def test_frozen_readout_is_copied_and_only_the_rest_trains(readout_source):
     # a strong weight decay on what the optimiser holds, and a soup of several
     # checkpoints (an average would move the frozen weights by rounding); the seed is one
     # whose greedy soup mixes several checkpoints, a precondition asserted below
-    enc = TopyEncoder(**{**TINY, "top_k": 3, "weight_decay": 0.5}, **IMAGES, random_state=1)
+    params = {**TINY, "top_k": 3, "weight_decay": 0.5, "head_solver": "sgd"}
+    enc = TopyEncoder(**params, **IMAGES, random_state=1)
     enc.fit(images, y, coords=coords, frozen_readout=source, callbacks=[record])
     assert len(enc.history_["soup_epochs"]) > 1
     after = _readout_parameters(enc.model_)
@@ -312,14 +321,27 @@ def test_frozen_readout_is_copied_and_only_the_rest_trains(readout_source):
     assert not torch.equal(seen[0], seen[-1])  # the adapters train
     assert all(p.requires_grad for p in enc.model_.parameters())  # an ordinary TopyNet
     # a TopyNet works as a source too, and the frozen fit is another run on disk
-    enc2 = TopyEncoder(**{**TINY, "max_epochs": 1}, **IMAGES, random_state=1)
+    enc2 = TopyEncoder(**{**TINY, "max_epochs": 1}, **IMAGES, head_solver="sgd", random_state=1)
     enc2.fit(images, y, coords=coords, frozen_readout=source.model_)
     np.testing.assert_array_equal(enc2.retina_map_, source.retina_map_)
 
 
+def test_frozen_readout_under_the_ridge_recipe_places_the_voxels_and_skips_sgd(
+    readout_source,
+):
+    source, images, y, coords = readout_source
+    seen = []
+    enc = TopyEncoder(**TINY, **IMAGES, random_state=1)
+    enc.fit(images, y, coords=coords, frozen_readout=source, callbacks=[seen.append])
+    np.testing.assert_array_equal(enc.retina_map_, source.retina_map_)
+    assert seen == []  # nothing left for SGD: heads in closed form
+    assert enc.n_iter_ == 0
+    assert enc.score(images, y) > 0.3
+
+
 def test_frozen_readout_checkpoints_never_mix_with_unfrozen_ones(readout_source, tmp_path):
     source, images, y, coords = readout_source
-    params = {**TINY, "max_epochs": 1, "checkpoint_dir": tmp_path}
+    params = {**TINY, "max_epochs": 1, "checkpoint_dir": tmp_path, "head_solver": "sgd"}
     TopyEncoder(**params, **IMAGES, random_state=1).fit(images, y, coords=coords)
     TopyEncoder(**params, **IMAGES, random_state=1).fit(
         images, y, coords=coords, frozen_readout=source
@@ -431,7 +453,7 @@ def test_a_retina_map_stuck_on_the_border_warns():
     from sklearn.exceptions import ConvergenceWarning
 
     images, y, coords = image_problem()
-    params = {**TINY, "max_epochs": 2}
+    params = {**TINY, "max_epochs": 2, "head_solver": "sgd"}
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # a healthy fit stays quiet
         source = TopyEncoder(**params, **IMAGES, random_state=0).fit(images, y, coords=coords)
@@ -467,3 +489,77 @@ def test_the_retina_mapper_trains_at_its_own_rate():
             TopyEncoder(**TINY, **IMAGES, retina_lr_scale=bad).fit(images, y, coords=coords)
     with pytest.raises(ValueError, match="lr_scales must be pairs"):
         TrainingConfig(lr_scales=(("retina_mapper", 0.0),))
+
+
+# ------------------------------------------------------------------ the ridge recipe
+
+
+def test_image_folds_hold_out_whole_images():
+    from sklearn.model_selection import KFold
+
+    from afo_encoding.encoders.ridge_recipe import image_folds
+
+    ids = ["a", "b", "a", "c", "d", "b", "e", "f", "g", "h"]
+    folds = image_folds(ids, 5)
+    assert len(folds) == 4  # 8 distinct images: at most 4 folds of 2
+    held = np.sort(np.concatenate([test for _, test in folds]))
+    np.testing.assert_array_equal(held, np.arange(10))
+    for train, test in folds:
+        assert not {ids[i] for i in train} & {ids[i] for i in test}  # repeats stay together
+    # in order of appearance, as an unshuffled K-fold: the linear probe's folds
+    np.testing.assert_array_equal(image_folds(list("abcdefgh"), 4)[0][1], [0, 1])
+    shuffled = image_folds(list("abcdefgh"), KFold(4, shuffle=True, random_state=0))
+    assert len(shuffled) == 4
+    with pytest.raises(ValueError, match="at least 4 distinct images"):
+        image_folds(["a", "b", "c", "a"], 5)
+
+
+def test_blended_targets_are_the_weighted_mean_of_truth_and_teacher():
+    from afo_encoding.encoders.ridge_recipe import blended_targets
+
+    Y = np.array([[1.0, 2.0, 3.0]])
+    teacher = np.array([[5.0, 6.0, 7.0]])
+    out = blended_targets(Y, np.array([1.0, 0.0, 0.0]), teacher, np.array([1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(out, [[3.0, 6.0, 3.0]])  # mix, teacher only, neither
+    assert blended_targets(Y) is Y
+
+
+def test_ridge_recipe_validation_scores_are_cross_validated_and_honest():
+    X, y, coords = linear_problem(n=120, noise=2.0)
+    enc = TopyEncoder(**TINY, random_state=0).fit(X[:100], y[:100], coords=coords)
+    held_out = pearson_r(y[100:], enc.predict(X[100:]))
+    # out-of-fold r over the 100 training images, not the (higher) fit on them
+    assert np.all(np.abs(enc.validation_scores_ - held_out) < 0.25)
+    assert enc.history_["final_score"] == pytest.approx(enc.validation_scores_.mean())
+    train_r = pearson_r(y[:100], enc.predict(X[:100]))
+    assert enc.validation_scores_.mean() < train_r.mean()
+
+
+def test_ridge_recipe_saves_and_loads_with_its_layer_shares(tmp_path):
+    from afo_encoding.io import load
+
+    images, y, coords = image_problem()
+    enc = TopyEncoder(**TINY, **IMAGES, random_state=0).fit(images, y, coords=coords)
+    assert enc.layer_weights_.shape == (y.shape[1], 2)
+    np.testing.assert_allclose(enc.layer_weights_.sum(1), 1, rtol=1e-5)
+    back = load(enc.save(tmp_path / "enc"))
+    np.testing.assert_array_equal(back.layer_weights_, enc.layer_weights_)
+    np.testing.assert_array_equal(back.predict(images), enc.predict(images))
+    assert back.get_params()["head_solver"] == "ridge"
+
+
+def test_auto_settings_follow_the_head_solver():
+    from afo_encoding.encoders.topy import RECIPE_DEFAULTS
+
+    enc = TopyEncoder()
+    assert enc._recipe("learning_rate") == RECIPE_DEFAULTS["ridge"]["learning_rate"]
+    enc.set_params(head_solver="sgd")
+    assert RECIPE_DEFAULTS["sgd"] == {  # the paper's recipe (section 4.6)
+        "sigma": 0.01, "max_epochs": 200, "learning_rate": 3e-3, "retina_lr_scale": 1.0,
+        "n_iter_no_change": 20,
+    }  # fmt: skip
+    assert enc._recipe("sigma") == 0.01
+    assert TopyEncoder(head_solver="sgd", sigma=0.2)._recipe("sigma") == 0.2
+    X, y, coords = linear_problem()
+    with pytest.raises(ValueError, match="head_solver must be 'ridge' or 'sgd'"):
+        TopyEncoder(head_solver="lbfgs").fit(X, y, coords=coords)

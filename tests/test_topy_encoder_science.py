@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 SNR = 3.0
 N_IMAGES, N_TEST = 1500, 200
 ENCODER = {
+    "head_solver": "sgd",  # the paper's model; the default ridge recipe: test_topy_vs_probe.py
     "backbone_params": {"image_size": 32, "wavelength": 2.0},
     "d_model": 32,
     "batch_size": 64,

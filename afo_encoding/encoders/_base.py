@@ -172,3 +172,12 @@ def feature_device(device: str) -> str:
     if device == "gpu":
         return "cuda"
     return device
+
+
+def torch_device(device: str):
+    """The torch device an encoder's ``device`` names (``"auto"``: a GPU when there is one)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(feature_device(device))

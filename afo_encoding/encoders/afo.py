@@ -242,7 +242,9 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     estimator : TopyEncoder or None, default=None
-        The model of every stage (cloned; ``None``: ``TopyEncoder()``). Its parameters
+        The model of every stage (cloned; ``None``: ``TopyEncoder(head_solver="sgd")``,
+        the paper's recipe, whose SGD-trained adapters and heads are what the stages
+        distil into one another). Its parameters
         (backbone, recipe, device...) are used by every fit; ``random_state``, ``verbose``,
         ``memory`` and ``checkpoint_dir`` are this estimator's.
     rois : str, array-like, Niimg or list, default="veroi"
@@ -422,7 +424,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         if not isinstance(self.freeze_readout, (bool, np.bool_)):
             raise ValueError(f"freeze_readout must be True or False, got {self.freeze_readout!r}.")
         if self.estimator is None:
-            return TopyEncoder()
+            return TopyEncoder(head_solver="sgd")
         if not isinstance(self.estimator, TopyEncoder):
             raise TypeError(
                 f"estimator must be a TopyEncoder (or None), got {type(self.estimator).__name__}."
@@ -855,6 +857,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         estimator_params = {
             k: v for k, v in meta["estimator_params"].items() if k not in _OWNED_PARAMS
         }
+        estimator_params.setdefault("head_solver", "sgd")  # files from before the ridge recipe
         est = cls(**{**meta["params"], "estimator": TopyEncoder(**estimator_params)})
         afo = meta["afo"]
         est.final_estimator_ = final

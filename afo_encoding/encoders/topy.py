@@ -7,7 +7,7 @@ import hashlib
 import json
 import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ._base import (
     feature_device,
     is_multi_subject,
     row_ids,
+    torch_device,
     validation_split,
 )
 
@@ -233,22 +234,93 @@ def _freeze_readout(model, source: _ReadoutSource) -> None:
                 mlp.requires_grad_(False)
 
 
+#: the global branch of the ridge recipe reads what LinearProbeEncoder does by default
+_PROBE_COMPONENTS = 1000
+_PROBE_POOL = 4
+
+#: training settings whose default depends on the head solver: the ridge recipe's short
+#: SGD fit only places the readout; "sgd" is the paper's recipe (section 4.6)
+RECIPE_DEFAULTS = {
+    "ridge": {
+        "sigma": 0.1,
+        "max_epochs": 40,
+        "learning_rate": 3e-2,
+        "retina_lr_scale": 0.1,
+        "n_iter_no_change": 10,
+    },
+    "sgd": {
+        "sigma": 0.01,
+        "max_epochs": 200,
+        "learning_rate": 3e-3,
+        "retina_lr_scale": 1.0,
+        "n_iter_no_change": 20,
+    },
+}
+
+
+@dataclass
+class _FitData:
+    """What ``fit`` read: per subject, features, image ids, responses and fit keywords."""
+
+    multi: bool
+    stores: list
+    ids: list
+    Ys: list
+    spaces: list
+    one_d: list
+    kept: list
+
+
+@dataclass
+class _Seeds:
+    model: int
+    splits: list
+    fit: int | None
+
+
+def _empty_history() -> dict:
+    """The history of a fit with no SGD epoch (a frozen readout under the ridge recipe)."""
+    return {
+        "epoch": [], "train_loss": [], "val_score": [], "val_score_subjects": [],
+        "seconds": [], "best_epoch": 0, "best_score": float("nan"), "soup_epochs": [],
+        "stopped_early": False,
+    }  # fmt: skip
+
+
 class TopyEncoder(RegressorMixin, BaseEstimator):
     """Encoding model of the paper: frozen backbone + TopyNeck + one linear head per voxel.
 
     From the images a subject saw, predicts the response of every voxel (fMRI), sensor x
     time point (MEG/EEG) or neuron. The backbone is frozen and its features are computed
-    once per image (cached, see ``memory``); trainable conv adapters, a RetinaMapper (where
-    in the image each voxel looks), a LayerSelector (which backbone layers it reads) and the
-    per-voxel heads are trained with the paper's recipe (section 4.6) on a
-    :mod:`Lightning Fabric <lightning.fabric>` loop.
+    once per image (cached, see ``memory``). A RetinaMapper learns where in the image each
+    voxel looks (a smooth map of its coordinates), and each voxel's head reads the
+    backbone's layers there.
+
+    Two recipes (``head_solver``):
+
+    - ``"ridge"`` (default), sized for a laptop: a short SGD fit places the RetinaMapper;
+      then every voxel's head is solved in closed form, a ridge regression with its own
+      alpha chosen by cross-validation, on the features of every layer sampled at its
+      point, next to a global branch that is a linear probe of the whole image (every
+      layer pooled to a 4 x 4 grid, 1,000 principal components, as
+      :class:`~afo_encoding.encoders.LinearProbeEncoder`). The local readout is fitted to
+      what the global branch leaves unexplained and switched off where cross-validation
+      says it does not help, so the model predicts at least as well as the linear probe
+      and better wherever responses are retinotopic. See
+      :mod:`afo_encoding.encoders.ridge_recipe` and the user guide for the measurements.
+    - ``"sgd"``: the paper's recipe (section 4.6): trainable conv adapters, the
+      LayerSelector, the global-pool branch and the heads all trained by SGD on a
+      :mod:`Lightning Fabric <lightning.fabric>` loop, with early stopping, the top
+      checkpoints and a greedy soup. With the ``"auto"`` settings below it is the paper's
+      recipe exactly; it needs many thousands of steps (a GPU) to beat a linear probe.
 
     Parameters
     ----------
     backbone : str or torch.nn.Module, default="pyramid"
         Anything :func:`afo_encoding.backbones.get_backbone` takes: ``"pyramid"`` (Gabor
-        pyramid, offline, fast on a CPU), ``"dinov2-base"`` (the paper's), a Hugging Face
-        id, a module.
+        pyramid, offline, fast on a CPU), ``"efficientnet-lite0"`` (pretrained on
+        ImageNet, offline, with the ``[models]`` extra), ``"dinov2-base"`` (the paper's),
+        a Hugging Face id, a module.
     layers : list or None, default=None
         Backbone layers to read (``None``: the backbone's default).
     backbone_params : dict or None, default=None
@@ -257,52 +329,68 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         Which voxels to model, passed to :func:`afo_encoding.as_responses` (for a Niimg
         ``y``, ``None`` computes a mask as nilearn's ``NiftiMasker`` does); a list gives
         one per subject.
+    head_solver : {"ridge", "sgd"}, default="ridge"
+        The recipe (see above).
+    readout_channels : int, default=64
+        ``"ridge"``: channels of every layer the voxels read, its leading principal
+        components (all of them when a layer has fewer); the cost of the heads grows with
+        the square of their sum.
+    alphas : array-like or None, default=None
+        ``"ridge"``: the ridge strengths tried for the local readout (``None``: 21
+        half-decade steps from 1e-2 to 1e8, for standardised features; the largest turns
+        the readout off). The global branch tries those of the linear probe.
+    cv : int or cross-validation splitter, default=5
+        ``"ridge"``: folds over the distinct images (repeats stay together) that choose
+        every alpha; an int is an unshuffled K-fold, as in the linear probe: pass
+        ``KFold(5, shuffle=True, random_state=0)`` when the images are ordered.
     d_model : int, default=256
-        Width ``D`` of the voxel feature vectors.
+        ``"sgd"``: width ``D`` of the voxel feature vectors.
     adapter_width : int or None, default=None
         Channels inside the conv adapters; ``None`` keeps each backbone layer's width (the
         paper). With a wide backbone (DINOv2: 384-1536) the adapters cost more than the
         backbone itself; 64 or 128 makes training several times cheaper on a CPU.
-    sigma : float, default=0.01
-        RetinaMapper training noise.
+    sigma : float or "auto", default="auto"
+        RetinaMapper training noise (``"auto"``: 0.1 for ``"ridge"``, whose few hundred
+        steps need the voxels to explore the image; the paper's 0.01 for ``"sgd"``).
     entropy_weight : float, default=3e-5
         Weight of the LayerSelector entropy regulariser (0: NoRegLS).
     use_global : bool, default=True
-        Global-pool branch (False: the "w/o GlobalPool" ablation).
+        The global branch: the linear probe's view for ``"ridge"``, the paper's
+        global-pool MLP for ``"sgd"`` (False: the "w/o GlobalPool" ablation).
     freeze_retina : bool, default=False
         Every voxel reads the image centre (FrozenRM ablation).
     uniform_layers : bool, default=False
         Uniform layer weights (FrozenLS ablation).
-    max_epochs : int, default=200
-        Upper bound on epochs (an epoch is 10% of the training samples).
+    max_epochs : int or "auto", default="auto"
+        Upper bound on epochs (an epoch is 10% of the training samples; ``"auto"``: 40 for
+        ``"ridge"``, 200 for ``"sgd"``).
     batch_size : int, default=128
         Images per step (and per process under DDP), mixed across subjects.
-    learning_rate : float, default=3e-3
-        AdaBelief learning rate.
+    learning_rate : float or "auto", default="auto"
+        AdaBelief learning rate (``"auto"``: 3e-2 for ``"ridge"``, whose SGD heads are
+        thrown away; the paper's 3e-3 for ``"sgd"``).
     weight_decay : float, default=1e-4
         AdaBelief decoupled weight decay.
-    retina_lr_scale : float, default=1.0
-        The RetinaMapper trains at ``learning_rate * retina_lr_scale`` (1: the paper's
-        recipe). Its output, a point of the image, is ``tanh`` of a sum over 128 hidden
-        units, and AdaBelief moves every weight by about the learning rate per step, so a
-        large rate can throw the point across the image in a few steps; once ``tanh``
-        saturates the map is stuck on the border for good (a ``ConvergenceWarning`` says
-        so). Lower it with larger learning rates: on the simulator, at
-        ``learning_rate=1e-2``, 2 of 4 seeds got stuck at a scale of 1 (early-area test r
-        0.19 instead of about 0.5) and none at 0.1 (test r 0.46-0.60), which the demo uses.
-        At the paper's 3e-3 no map got stuck, and 0.1 slowed the map down (a veROI test
-        lost a third of its adjusted Rand index).
+    retina_lr_scale : float or "auto", default="auto"
+        The RetinaMapper trains at ``learning_rate * retina_lr_scale`` (``"auto"``: 0.1
+        for ``"ridge"``, the paper's 1 for ``"sgd"``). Its output, a point of the image, is
+        ``tanh`` of a sum over 128 hidden units, and AdaBelief moves every weight by about
+        the learning rate per step, so a large rate can throw the point across the image
+        in a few steps; once ``tanh`` saturates the map is stuck on the border for good (a
+        ``ConvergenceWarning`` says so). Lower it with larger learning rates (the user
+        guide has the measurements).
     validation_fraction : float, default=0.1
         Fraction of the distinct images held out for early stopping, checkpoint choice and
         the soup (repeats of an image stay together).
-    n_iter_no_change : int, default=20
-        Early-stopping patience in epochs.
+    n_iter_no_change : int or "auto", default="auto"
+        Early-stopping patience in epochs (``"auto"``: 10 for ``"ridge"``, 20 for
+        ``"sgd"``).
     n_voxels_per_step : int or None, default=8000
         Voxels drawn per subject and step (``None``: all).
     top_k : int, default=10
-        Checkpoints kept for the soup.
+        ``"sgd"``: checkpoints kept for the soup (``"ridge"`` keeps the best placement).
     soup : bool, default=True
-        Greedy model soup of the top checkpoints (else the best checkpoint).
+        ``"sgd"``: greedy model soup of the top checkpoints (else the best checkpoint).
     device : str, default="auto"
         ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:<k>"``, ``"mps"``.
     precision : str, default="32-true"
@@ -336,18 +424,25 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
     space_ : ResponseSpace or list
         Where the voxels live (see :func:`afo_encoding.as_responses`); one per subject when
         fitted on several.
-    coef_ : ndarray of shape (n_voxels, d_model) or list
-        Head weights: ``y_v = m_v @ coef_[v] + intercept_[v]`` where ``m_v`` is voxel
-        ``v``'s D-vector.
+    coef_ : ndarray of shape (n_voxels, n_head_features) or list
+        Head weights: ``y_v = m_v @ coef_[v] + intercept_[v]`` where ``m_v`` is what voxel
+        ``v``'s head reads: for ``"sgd"`` its D-vector (``d_model`` features); for
+        ``"ridge"`` the readout maps of every layer sampled at its point (the channels of
+        each ``model_.adapters[l]``, layers in order), then the global branch's principal
+        components.
     intercept_ : ndarray of shape (n_voxels,) or list
         Head biases.
     retina_map_ : ndarray of shape (n_voxels, 2) or list
         Where each voxel reads the image, ``(x, y)`` in ``[-1, 1]`` (x right, y down;
         ``grid_sample`` convention).
     layer_weights_ : ndarray of shape (n_voxels, n_layers) or list
-        LayerSelector weights (rows sum to 1).
+        At which depth each voxel reads (rows sum to 1): the LayerSelector's weights for
+        ``"sgd"``; for ``"ridge"``, each layer's share of the variance of the voxel's
+        local readout over the training images (uniform where the readout is off).
     validation_scores_ : ndarray of shape (n_voxels,) or list
-        Pearson r of every voxel on the validation images, for the final weights.
+        Pearson r of every monitored voxel on held-out images: for ``"sgd"`` on the
+        validation images, for the final weights; for ``"ridge"`` of the cross-validated
+        (out-of-fold) predictions of the whole readout over all the images of ``fit``.
     history_ : dict
         Per epoch: ``epoch``, ``train_loss``, ``val_score``, ``val_score_subjects``,
         ``seconds``; then ``best_epoch``, ``best_score``, ``soup_epochs``,
@@ -370,8 +465,17 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
 
     The network trains on every voxel z-scored over the training images (as the paper's
     data were), so responses in volts, tesla or percent signal change train alike; each
-    voxel's mean and scale are then folded into its head, so predictions, ``coef_`` and
-    ``intercept_`` are in the units of ``y``.
+    voxel's mean and scale are then folded into its head (the ridge heads are solved in
+    the units of ``y``), so predictions, ``coef_`` and ``intercept_`` are in the units of
+    ``y``.
+
+    Neurons, sensors or any responses without positions (an array ``y`` without
+    ``coords``) get an evenly spaced grid as coordinates, with a warning: the RetinaMapper
+    then learns a map of arbitrary positions and no smoothness between neighbours holds.
+    Give the receptive-field centres or the electrode positions when known; for neurons
+    recorded on one array whose receptive fields overlap (as in V4 data), the global
+    branch carries most of the prediction and the ridge recipe turns the local readout off
+    where it does not help.
 
     Examples
     --------
@@ -380,8 +484,8 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
     >>> rng = np.random.default_rng(0)
     >>> images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     >>> y = rng.normal(size=(40, 5))
-    >>> enc = TopyEncoder(backbone_params={"image_size": 32, "n_scales": 2}, d_model=8,
-    ...                   max_epochs=2, device="cpu", random_state=0)
+    >>> enc = TopyEncoder(backbone_params={"image_size": 32, "n_scales": 2}, max_epochs=2,
+    ...                   device="cpu", random_state=0)
     >>> enc.fit(images, y, coords=rng.normal(size=(5, 3))).predict(images).shape
     (40, 5)
     """
@@ -392,20 +496,24 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         layers: list | None = None,
         backbone_params: dict | None = None,
         mask: Any = None,
+        head_solver: str = "ridge",
+        readout_channels: int = 64,
+        alphas: Any = None,
+        cv: int = 5,
         d_model: int = 256,
         adapter_width: int | None = None,
-        sigma: float = 0.01,
+        sigma: Any = "auto",
         entropy_weight: float = 3e-5,
         use_global: bool = True,
         freeze_retina: bool = False,
         uniform_layers: bool = False,
-        max_epochs: int = 200,
+        max_epochs: Any = "auto",
         batch_size: int = 128,
-        learning_rate: float = 3e-3,
+        learning_rate: Any = "auto",
         weight_decay: float = 1e-4,
-        retina_lr_scale: float = 1.0,
+        retina_lr_scale: Any = "auto",
         validation_fraction: float = 0.1,
-        n_iter_no_change: int = 20,
+        n_iter_no_change: Any = "auto",
         n_voxels_per_step: int | None = 8000,
         top_k: int = 10,
         soup: bool = True,
@@ -423,6 +531,10 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         self.layers = layers
         self.backbone_params = backbone_params
         self.mask = mask
+        self.head_solver = head_solver
+        self.readout_channels = readout_channels
+        self.alphas = alphas
+        self.cv = cv
         self.d_model = d_model
         self.adapter_width = adapter_width
         self.sigma = sigma
@@ -519,7 +631,22 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             return FeatureStore.from_arrays([a[:, :, None, None]], [a], name="features")
         return self._image_features(self.backbone_, X)
 
+    def _recipe(self, name: str) -> Any:
+        """A training setting, ``"auto"`` resolved by :data:`RECIPE_DEFAULTS`."""
+        value = getattr(self, name)
+        if isinstance(value, str) and value == "auto":
+            return RECIPE_DEFAULTS[self.head_solver][name]
+        return value
+
     def _check_params(self) -> None:
+        if self.head_solver not in RECIPE_DEFAULTS:
+            raise ValueError(
+                f"head_solver must be 'ridge' or 'sgd', got {self.head_solver!r}."
+            )
+        for name in ("readout_channels", "cv"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}."
@@ -528,13 +655,13 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        scale = self.retina_lr_scale
+        scale = self._recipe("retina_lr_scale")
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
             raise ValueError(
                 f"retina_lr_scale must be a positive number (1 trains the RetinaMapper at "
                 f"the learning rate of the rest), got {scale!r}."
             )
-        if self.sigma < 0 or self.entropy_weight < 0:
+        if self._recipe("sigma") < 0 or self.entropy_weight < 0:
             raise ValueError(
                 f"sigma and entropy_weight must be >= 0, got {self.sigma!r} and "
                 f"{self.entropy_weight!r}."
@@ -593,28 +720,60 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         self : TopyEncoder
             Fitted.
         """
-        from ..nn import TopyNet
-        from ..responses import as_responses, check_n_samples
-        from ..training import EngineConfig, SubjectData, TrainingConfig, fit_model
-
         self._check_params()
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
         readout = None if frozen_readout is None else _readout_source(frozen_readout)
+        hooks = {
+            "coords": coords,
+            "loss_weight": loss_weight,
+            "soft_targets": soft_targets,
+            "soft_weight": soft_weight,
+            "monitor": monitor,
+        }
+        data = self._read_inputs(X, y, hooks)
+        seeds = self._seeds(data.ids)
+        subjects, standardizers = self._subject_data(data, seeds)
+        if self.head_solver == "ridge":
+            model, history, scores, shares = self._fit_ridge(
+                data, subjects, seeds, readout, callbacks
+            )
+        else:
+            model, history, scores = self._fit_sgd(
+                data, subjects, standardizers, seeds, readout, callbacks
+            )
+            shares = None
+        self.model_ = model
+        self.n_subjects_ = len(data.stores)
+        self._listed = data.multi
+        self._one_d = data.one_d
+        self.history_ = history
+        self.n_iter_ = len(history["epoch"])
+        self._set_fitted_arrays(data.spaces, scores, shares)
+        if not self.freeze_retina:
+            maps = self.retina_map_ if data.multi else [self.retina_map_]
+            for s, retina_map in enumerate(maps):
+                _warn_if_retina_saturated(retina_map, s, self._recipe("learning_rate"))
+        logger.info(
+            "TopyEncoder fitted: %d epochs, validation r %.4f.",
+            self.n_iter_,
+            history["final_score"],
+        )
+        return self
+
+    # ------------------------------------------------------------------ fit steps
+
+    def _read_inputs(self, X: Any, y: Any, hooks: dict) -> _FitData:
+        """Features, responses and per-voxel fit keywords of every subject."""
+        from ..responses import as_responses, check_n_samples
+
         multi = is_multi_subject(X, y)
         Xs, ys = (list(X), list(y)) if multi else ([X], [y])
         n_subjects = len(Xs)
-        hooks = {
-            name: _per_subject(value, n_subjects, multi, name)
-            for name, value in (
-                ("coords", coords),
-                ("loss_weight", loss_weight),
-                ("soft_targets", soft_targets),
-                ("soft_weight", soft_weight),
-                ("monitor", monitor),
-            )
+        per_subject = {
+            name: _per_subject(value, n_subjects, multi, name) for name, value in hooks.items()
         }
         masks = (
             _per_subject(self.mask, n_subjects, True, "mask")
@@ -633,66 +792,89 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             if _numbers_not_in_an_array(y_s):
                 y_s = np.asarray(y_s, dtype=np.float64)
             one_d.append(getattr(y_s, "ndim", None) == 1)
-            Y, space = as_responses(y_s, mask=masks[s], coords=hooks["coords"][s])
+            Y, space = as_responses(y_s, mask=masks[s], coords=per_subject["coords"][s])
             check_n_samples(len(stores[s]), Y)
             Ys.append(Y)
             spaces.append(space)
+        kept = [
+            {
+                "loss_weight": _to_kept_voxels(per_subject["loss_weight"][s], sp, "loss_weight"),
+                "soft_targets": _to_kept_voxels(
+                    per_subject["soft_targets"][s], sp, "soft_targets"
+                ),
+                "soft_weight": _to_kept_voxels(per_subject["soft_weight"][s], sp, "soft_weight"),
+                "monitor": _monitor_to_kept(per_subject["monitor"][s], sp),
+            }
+            for s, sp in enumerate(spaces)
+        ]
+        return _FitData(multi, stores, ids, Ys, spaces, one_d, kept)
 
+    def _seeds(self, ids: list) -> _Seeds:
+        """Seeds of the model, the validation splits and the training loop."""
         rng = check_random_state(self.random_state)
         seeded = self.random_state is not None
-        model_seed = int(rng.randint(np.iinfo(np.int32).max))
-        split_seeds = [
+        model = int(rng.randint(np.iinfo(np.int32).max))
+        splits = [
             int(rng.randint(np.iinfo(np.int32).max)) if seeded else int(_ids_digest(i)[:8], 16)
             for i in ids
         ]
-        fit_seed = int(rng.randint(np.iinfo(np.int32).max)) if seeded else None
+        fit = int(rng.randint(np.iinfo(np.int32).max)) if seeded else None
+        return _Seeds(model, splits, fit)
+
+    def _subject_data(self, data: _FitData, seeds: _Seeds) -> tuple[list, list]:
+        """The training material of every subject, and its voxels' mean and scale."""
+        from ..training import SubjectData
+
         subjects, standardizers = [], []
-        for s in range(n_subjects):
-            train, val = validation_split(ids[s], self.validation_fraction, split_seeds[s])
-            space = spaces[s]
-            mean, scale = _voxel_mean_scale(Ys[s], train)
+        for s, (store, Y, kept) in enumerate(zip(data.stores, data.Ys, data.kept)):
+            train, val = validation_split(data.ids[s], self.validation_fraction, seeds.splits[s])
+            mean, scale = _voxel_mean_scale(Y, train)
             standardizers.append((mean, scale))
             subjects.append(
-                SubjectData(
-                    stores[s],
-                    Ys[s],
-                    train,
-                    val,
-                    loss_weight=_to_kept_voxels(hooks["loss_weight"][s], space, "loss_weight"),
-                    soft_targets=_to_kept_voxels(hooks["soft_targets"][s], space, "soft_targets"),
-                    soft_weight=_to_kept_voxels(hooks["soft_weight"][s], space, "soft_weight"),
-                    monitor=_monitor_to_kept(hooks["monitor"][s], space),
-                    target_mean=mean,
-                    target_scale=scale,
-                )
+                SubjectData(store, Y, train, val, target_mean=mean, target_scale=scale, **kept)
             )
+        return subjects, standardizers
+
+    def _network(self, data: _FitData, seed: int, **options: Any):
+        """A new TopyNet for these subjects, with the encoder's options (and ``options``)."""
+        from ..nn import TopyNet
+
+        params = {
+            "d_model": self.d_model,
+            "adapter_width": self.adapter_width,
+            "sigma": self._recipe("sigma"),
+            "entropy_weight": self.entropy_weight,
+            "use_global": self.use_global,
+            "freeze_retina": self.freeze_retina,
+            "uniform_layers": self.uniform_layers,
+        }
+        params = {
+            "local_channels": data.stores[0].local_channels,
+            "global_dims": data.stores[0].global_dims,
+            **params,
+            **options,
+        }
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(model_seed)
-            model = TopyNet(
-                stores[0].local_channels,
-                stores[0].global_dims,
-                [space.coords for space in spaces],
-                d_model=self.d_model,
-                adapter_width=self.adapter_width,
-                sigma=self.sigma,
-                entropy_weight=self.entropy_weight,
-                use_global=self.use_global,
-                freeze_retina=self.freeze_retina,
-                uniform_layers=self.uniform_layers,
-            )
-        if readout is not None:
-            _freeze_readout(model, readout)
+            torch.manual_seed(seed)
+            return TopyNet(coords=[space.coords for space in data.spaces], **params)
+
+    def _train(self, model, data, subjects, seeds, readout, callbacks, **overrides):
+        """Run the training loop on ``model`` (see :func:`afo_encoding.training.fit_model`)."""
+        from ..training import EngineConfig, TrainingConfig, fit_model
+
         config = TrainingConfig(
-            max_epochs=self.max_epochs,
+            max_epochs=self._recipe("max_epochs"),
             batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
+            learning_rate=self._recipe("learning_rate"),
             weight_decay=self.weight_decay,
             n_voxels_per_step=self.n_voxels_per_step,
-            n_iter_no_change=self.n_iter_no_change,
+            n_iter_no_change=self._recipe("n_iter_no_change"),
             top_k=self.top_k,
             soup=self.soup,
-            lr_scales=(("retina_mapper", self.retina_lr_scale),),
+            lr_scales=(("retina_mapper", self._recipe("retina_lr_scale")),),
         )
+        for name, value in overrides.items():
+            setattr(config, name, value)
         accelerator, devices = engine_placement(self.device)
         engine = EngineConfig(
             accelerator=accelerator,
@@ -705,26 +887,35 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             "model": {k: v for k, v in model.config.items() if k != "coords"},
             "coords": [
                 hashlib.blake2b(space.coords.tobytes(), digest_size=8).hexdigest()
-                for space in spaces
+                for space in data.spaces
             ],
         }
         if readout is not None:  # (unfrozen fits keep the run folders they had)
             key["frozen_readout"] = readout.digest
-        run_key = json.dumps(key, sort_keys=True)
+        if self.head_solver != "sgd":
+            key["head_solver"] = self.head_solver
         result = fit_model(
             model,
             subjects,
             config,
             engine,
             checkpoint_dir=self.checkpoint_dir,
-            run_key=run_key,
-            random_state=fit_seed,
+            run_key=json.dumps(key, sort_keys=True),
+            random_state=seeds.fit,
             verbose=self.verbose,
             callbacks=callbacks,
         )
         model = model.cpu().eval()
         # the fitted model_ is an ordinary TopyNet (as load() rebuilds it), frozen or not
         model.requires_grad_(True)
+        return model, result
+
+    def _fit_sgd(self, data, subjects, standardizers, seeds, readout, callbacks):
+        """The paper's recipe: the whole network, heads included, trained by SGD."""
+        model = self._network(data, seeds.model)
+        if readout is not None:
+            _freeze_readout(model, readout)
+        model, result = self._train(model, data, subjects, seeds, readout, callbacks)
         # the network learnt z-scored voxels: fold each voxel's scale and mean into its head
         # (y = m.w / D + b is linear in w and b), so that it predicts in the units of y
         with torch.no_grad():
@@ -732,34 +923,86 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                 scale_t = torch.from_numpy(scale).to(head.weight.dtype)
                 head.weight.mul_(scale_t[:, None])
                 head.bias.mul_(scale_t).add_(torch.from_numpy(mean).to(head.bias.dtype))
-        self.model_ = model
-        self.n_subjects_ = n_subjects
-        self._listed = multi
-        self._one_d = one_d
-        self.history_ = result.history
-        self.n_iter_ = len(result.history["epoch"])
-        self._set_fitted_arrays(spaces, result.per_voxel_scores)
-        maps = self.retina_map_ if multi else [self.retina_map_]
-        if not self.freeze_retina:
-            for s, retina_map in enumerate(maps):
-                _warn_if_retina_saturated(retina_map, s, self.learning_rate)
-        logger.info(
-            "TopyEncoder fitted: %d epochs, validation r %.4f.",
-            self.n_iter_,
-            result.history["final_score"],
-        )
-        return self
+        return model, result.history, result.per_voxel_scores
 
-    def _set_fitted_arrays(self, spaces, validation_scores) -> None:
-        """Fitted attributes read from ``model_`` (per subject)."""
+    def _fit_ridge(self, data, subjects, seeds, readout, callbacks):
+        """The ridge recipe (:mod:`afo_encoding.encoders.ridge_recipe`): SGD places the
+        readout, closed-form ridge heads read it and the global branch."""
+        from . import ridge_recipe as recipe
+
+        adapters = recipe.fit_linear_adapters(
+            data.stores, [d.train_index for d in subjects], self.readout_channels, seeds.model
+        )
+        channels = [a.out_channels for a in adapters]
+        placement = self._network(
+            data, seeds.model, adapter="identity", layer_mixing="concat", use_global=False,
+            local_channels=channels, global_dims=[0] * len(channels),
+        )
+        if readout is not None:
+            _freeze_readout(placement, readout)
+        history = _empty_history()
+        if readout is None and not self.freeze_retina:
+            # the adapters are fixed: apply them once, the SGD fit reads the maps many times
+            on_maps = [
+                replace(d, features=recipe.adapted_store(d.features, adapters)) for d in subjects
+            ]
+            placement, result = self._train(
+                placement, data, on_maps, seeds, readout, callbacks, top_k=1, soup=False
+            )
+            history = result.history
+        options = {"adapter": "linear", "adapter_channels": channels, "layer_mixing": "concat"}
+        probe, scores = None, [None] * len(data.stores)
+        if self.use_global:
+            probe, scores = recipe.fit_probe_branch(
+                data.stores,
+                [np.arange(len(st)) for st in data.stores],
+                _PROBE_COMPONENTS,
+                _PROBE_POOL,
+                seeds.model,
+                verbose=self.verbose,
+            )
+            options["probe"] = {
+                "n_features": probe.mean.shape[0],
+                "n_components": probe.n_components,
+                "pool_size": _PROBE_POOL,
+            }
+        final = self._network(data, seeds.model, **options)
+        recipe.copy_readout(placement, final)
+        for target, adapter in zip(final.adapters, adapters):
+            target.load_state_dict(adapter.state_dict())
+        if probe is not None:
+            final.probe.load_state_dict(probe.state_dict())
+        device = torch_device(self.device)
+        heads = []
+        for s, (store, Y, kept) in enumerate(zip(data.stores, data.Ys, data.kept)):
+            targets = recipe.blended_targets(
+                Y, kept["loss_weight"], kept["soft_targets"], kept["soft_weight"]
+            )
+            folds = recipe.image_folds(data.ids[s], self.cv)
+            heads.append(
+                recipe.solve_heads(
+                    final, store, s, Y, targets, scores[s], folds,
+                    alphas=self.alphas, device=device, batch_size=self.batch_size,
+                )
+            )
+        recipe.set_heads(final, heads)
+        history.update(recipe.summary(heads))
+        validation = [h.cv_r[d.monitor_index] for h, d in zip(heads, subjects)]
+        return final.eval(), history, validation, [h.layer_share for h in heads]
+
+    def _set_fitted_arrays(self, spaces, validation_scores, layer_shares=None) -> None:
+        """Fitted attributes read from ``model_`` (per subject); ``layer_shares`` replace
+        the LayerSelector's weights for a readout without one (the ridge recipe)."""
         model = self.model_
-        d = model.d_model
+        n = self.n_subjects_
+        if layer_shares is None:
+            layer_shares = [model.layer_weights(s).numpy() for s in range(n)]
         per = {
             "space_": spaces,
-            "coef_": [h.weight.detach().numpy() / d for h in model.heads],
+            "coef_": [h.weight.detach().numpy() / h.weight.shape[1] for h in model.heads],
             "intercept_": [h.bias.detach().numpy().copy() for h in model.heads],
-            "retina_map_": [model.retina_map(s).numpy() for s in range(self.n_subjects_)],
-            "layer_weights_": [model.layer_weights(s).numpy() for s in range(self.n_subjects_)],
+            "retina_map_": [model.retina_map(s).numpy() for s in range(n)],
+            "layer_weights_": [np.asarray(w, dtype=np.float32) for w in layer_shares],
             "validation_scores_": [np.asarray(v) for v in validation_scores],
         }
         for name, values in per.items():
@@ -894,6 +1137,9 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             tensors[f"coords.{s}"] = c
         spaces = self.space_ if self._listed else [self.space_]
         scores = self.validation_scores_ if self._listed else [self.validation_scores_]
+        layer_weights = self.layer_weights_ if self._listed else [self.layer_weights_]
+        for s, weights in enumerate(layer_weights):
+            tensors[f"layer_weights.{s}"] = weights
         space_meta = []
         for s, (space, score) in enumerate(zip(spaces, scores)):
             tensors[f"validation_scores.{s}"] = score
@@ -922,7 +1168,8 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         from ..io import space_from_state
         from ..nn import TopyNet
 
-        est = cls(**meta["params"])
+        # files from before the ridge recipe hold the paper's SGD-trained model
+        est = cls(**{"head_solver": "sgd", **meta["params"]})
         fitted = meta["fitted"]
         n = fitted["n_subjects"]
         coords = [tensors[f"coords.{s}"].numpy() for s in range(n)]
@@ -941,8 +1188,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         est.history_ = meta["history"]
         est._listed = fitted["listed"]
         est._one_d = fitted["one_d"]
+        shares = None
+        if all(f"layer_weights.{s}" in tensors for s in range(n)):  # (older files lack them)
+            shares = [tensors[f"layer_weights.{s}"].numpy() for s in range(n)]
         est._set_fitted_arrays(
-            spaces, [tensors[f"validation_scores.{s}"].numpy() for s in range(n)]
+            spaces, [tensors[f"validation_scores.{s}"].numpy() for s in range(n)], shares
         )
         return est
 
