@@ -10,9 +10,9 @@ from afo_encoding.simulation import (
     AREAS,
     CATEGORIES,
     FEATURE_TYPES,
-    _energy_maps,
     make_retinotopic_dataset,
 )
+from afo_encoding.simulation.features import energy_maps
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_each_area_reads_its_own_scale(fmri):
 
     train, val, test = slice(0, 250), slice(250, 320), slice(320, 400)
     scores = []
-    for maps in _energy_maps(fmri.images):
+    for maps in energy_maps(fmri.images):
         X = np.sqrt(maps.reshape(len(maps), -1))
         X = (X - X[train].mean(0)) / X[train].std(0)
         fits = [Ridge(alpha=a).fit(X[train], fmri.Y[train]) for a in (1e2, 1e3, 1e4)]
@@ -290,7 +290,7 @@ def test_hierarchy_mixes_the_area_below_into_mid_and_late():
     np.testing.assert_array_equal(mixed.signal[:, early], base.signal[:, early])
     np.testing.assert_array_equal(mixed.features, base.features)
     np.testing.assert_array_equal(mixed.ncsnr, base.ncsnr)
-    maps = _energy_maps(base.images)
+    maps = energy_maps(base.images)
     train, test = slice(0, 200), slice(200, 300)
     for scale, area in ((1, "mid"), (2, "late")):
         sel = base.rois == area
