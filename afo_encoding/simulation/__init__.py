@@ -8,8 +8,8 @@ documented forward model, together with everything that was planted.
 """
 
 from .dataset import make_retinotopic_dataset
+from .features import FEATURE_TYPES
 from .images import CATEGORIES
 from .retinotopy import AREAS
-from .signal import FEATURE_TYPES
 
 __all__ = ["AREAS", "CATEGORIES", "FEATURE_TYPES", "make_retinotopic_dataset"]

@@ -1,5 +1,6 @@
-"""Anatomy: a regular grid of voxels in the occipital gray matter of the MNI152 template
-bundled with nilearn."""
+"""Anatomy: voxels on a regular grid in the occipital gray matter of the MNI152 template
+bundled with nilearn, and the two cortical axes along which the maps are laid out (distance
+from the occipital pole, elevation seen from it)."""
 
 from __future__ import annotations
 
@@ -42,13 +43,19 @@ def _sample_gray(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.argwhere(keep), origin, np.array(X.shape)
 
 
-@functools.lru_cache(maxsize=16)
-def _occipital_grid_cached(n_voxels: int):
-    # voxel count scales as spacing^-3: start from the 2 mm count, shrink until enough
-    n2 = len(_sample_gray(2.0)[0])
-    spacing = 2.0 * (n2 / n_voxels) ** (1.0 / 3.0)
+def regular_grid(sample, n_voxels: int, dimension: int, what: str, start: float = 1.0):
+    """The ``n_voxels`` most posterior voxels of the coarsest grid ``sample`` fills enough.
+
+    ``sample(spacing)`` gives the (i, j, k) of the voxels of a grid of that spacing (mm),
+    its origin and shape. The voxel count grows about as ``spacing ** -dimension`` (3 for
+    a volume, 2 for a sheet one voxel thick): start from ``start`` times the spacing that
+    law predicts from the 2 mm count, shrink by 3 % until enough. Returns ijk (in the C
+    order of nilearn's masks), affine, shape and spacing.
+    """
+    n2 = len(sample(2.0)[0])
+    spacing = start * 2.0 * (n2 / n_voxels) ** (1.0 / dimension)
     for _ in range(60):
-        ijk, origin, _shape = _sample_gray(spacing)
+        ijk, origin, _shape = sample(spacing)
         if len(ijk) >= n_voxels:
             break
         spacing *= 0.97
@@ -56,7 +63,7 @@ def _occipital_grid_cached(n_voxels: int):
             break
     if len(ijk) < n_voxels:
         raise ValueError(
-            f"n_voxels={n_voxels} is more than the occipital gray matter holds at 0.4 mm "
+            f"n_voxels={n_voxels} is more than {what} holds at 0.4 mm "
             f"({len(ijk)} voxels); ask for fewer voxels."
         )
     world_y = origin[1] + spacing * ijk[:, 1]
@@ -72,6 +79,33 @@ def _occipital_grid_cached(n_voxels: int):
     return ijk, affine, shape, float(spacing)
 
 
+@functools.lru_cache(maxsize=16)
+def _occipital_grid_cached(n_voxels: int):
+    return regular_grid(_sample_gray, n_voxels, 3, "the occipital gray matter")
+
+
 def occipital_grid(n_voxels: int):
+    """ijk, affine, shape and spacing of ``n_voxels`` occipital gray-matter voxels."""
     ijk, affine, shape, spacing = _occipital_grid_cached(int(n_voxels))
     return ijk.copy(), affine.copy(), shape, spacing
+
+
+def occipital_axes(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance ``d`` (mm) from the hemisphere's occipital pole and elevation (radians).
+
+    The pole is the centre of the hemisphere's 2 % most posterior voxels; in ``d``,
+    lateral and vertical offsets count half, so that areas cut by ``d`` are shells
+    elongated across the lobe, stacked posterior to anterior.
+    """
+    d, elevation = np.zeros(len(xyz)), np.zeros(len(xyz))
+    for hemi in (xyz[:, 0] < 0, xyz[:, 0] > 0):
+        h = np.flatnonzero(hemi)
+        if h.size == 0:
+            continue
+        p = xyz[h]
+        tip = p[p[:, 1] <= np.quantile(p[:, 1], 0.02)]
+        pole = np.array([np.median(tip[:, 0]), p[:, 1].min(), np.median(tip[:, 2])])
+        d[h] = np.linalg.norm((p - pole) * [0.5, 1.0, 0.5], axis=1)
+        horizontal = np.hypot(p[:, 0] - pole[0], p[:, 1] - pole[1])
+        elevation[h] = np.arctan2(p[:, 2] - pole[2], horizontal)  # in (-pi/2, pi/2)
+    return d, elevation

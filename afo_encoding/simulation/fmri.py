@@ -11,7 +11,9 @@ def noise_ceilings(ncsnr: np.ndarray, n_repeats: int) -> tuple[np.ndarray, np.nd
     return np.sqrt(frac), 100.0 * frac
 
 
-def fmri(signal, sources, ijk, affine, grid_shape, n_repeats, ncsnr, rng) -> Bunch:
+def fmri(signal, sources, cortex, n_repeats, ncsnr, rng) -> Bunch:
+    """fMRI recording of the voxels of ``cortex`` (their grid), with its truth."""
+    ijk, affine, grid_shape = cortex.ijk, cortex.affine, cortex.grid_shape
     import nibabel as nib
 
     n_images, n_voxels = signal.shape

@@ -13,7 +13,6 @@ from .anatomy import gray_matter
 from .fmri import noise_ceilings
 from .images import CATEGORIES
 from .retinotopy import AREAS
-from .signal import FEATURE_TYPES
 
 _SFREQ = 100.0
 _N_TIMES = 50  # 0 to 490 ms
@@ -129,17 +128,52 @@ def _random_units(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def sensors(modality, signal, sources, objects, n_repeats, snr, rng) -> Bunch:
-    import mne
-    import pandas as pd
-
+def sensors(modality, signal, sources, objects, n_repeats, snr, rng, feature_types) -> Bunch:
+    """EEG/MEG recording of the cortical ``sources`` (one dipole per voxel), with its truth."""
     n_images = signal.shape[0]
     info, sensor_pos, normals = _sensor_info(modality)
     n_ch = len(sensor_pos)
     times = np.arange(_N_TIMES) / _SFREQ
     tc = _time_courses(times)
+    data, lf, per_area_var = _evoked(modality, signal, sources, sensor_pos, normals, tc, rng)
+    signal_sd = data.std(0, ddof=1).reshape(-1)
+    noise, noise_sd = _noise(modality, sensor_pos, normals, signal_sd, snr,
+                             (n_images, n_repeats), rng)
+    repeats = (data[:, None] + noise.transpose(0, 1, 3, 2)).astype(np.float32)
+    repeats = repeats.reshape(n_images, n_repeats, n_ch * _N_TIMES)
+    Y = repeats.mean(axis=1)
 
-    # cortical dipoles: between radial and random orientation
+    ncsnr = signal_sd / np.repeat(noise_sd, _N_TIMES)
+    nc_r, nc_pct = noise_ceilings(ncsnr, n_repeats)
+    rois, summary = _column_truth(lf, sources, tc, per_area_var)
+    coords = np.column_stack([np.repeat(sensor_pos, _N_TIMES, axis=0), np.tile(times, n_ch)])
+    sources.signal = signal
+    return Bunch(
+        responses=_epochs(Y, info, objects),
+        mask=None,
+        Y=Y,
+        coords=coords,
+        repeats=repeats,
+        signal=(data.reshape(n_images, -1)).astype(np.float32),
+        ncsnr=ncsnr,
+        noise_ceiling=nc_r,
+        noise_ceiling_percent=nc_pct,
+        prf_center=summary[:, :2],
+        prf_size=summary[:, 2],
+        rois=rois,
+        feature_type=np.array([feature_types[a] for a in rois]),
+        sources=sources,
+        times=times,
+        ch_names=list(info.ch_names),
+        time_courses=tc,
+    )
+
+
+def _evoked(modality, signal, sources, sensor_pos, normals, tc, rng):
+    """Noiseless data (n_images, n_ch, n_times), the lead field of the cortical dipoles
+    (oriented between radial and random) and each area's signal variance per column,
+    scaled so that the largest mean evoked value is the modality's signal scale."""
+    n_images, n_ch = signal.shape[0], len(sensor_pos)
     pos = _to_head(sources.coords)
     radial = pos - _SPHERE_ORIGIN
     radial /= np.linalg.norm(radial, axis=1, keepdims=True)
@@ -158,9 +192,14 @@ def sensors(modality, signal, sources, objects, n_repeats, snr, rng) -> Bunch:
     scale = _SIGNAL_SCALE[modality] / np.abs(data.mean(0)).max()
     data *= scale
     lf *= scale
-    signal_sd = data.std(0, ddof=1).reshape(-1)
+    return data, lf, per_area_var
 
-    # noise: random gray-matter dipoles over the whole brain plus white sensor noise
+
+def _noise(modality, sensor_pos, normals, signal_sd, snr, shape, rng):
+    """Noise (n_images, n_repeats, n_times, n_ch) and its sd per channel: random
+    gray-matter dipoles over the whole brain plus white sensor noise of the same mean
+    variance, smoothed in time, scaled to the asked ``snr``."""
+    n_ch = len(sensor_pos)
     gm, gm_affine = gray_matter()
     candidates = np.argwhere(gm > 0.5)
     picked = candidates[rng.choice(len(candidates), size=_N_NOISE_DIPOLES, replace=False)]
@@ -174,23 +213,19 @@ def sensors(modality, signal, sources, objects, n_repeats, snr, rng) -> Bunch:
     white_var_ch = white_var * (1 - 1 / n_ch) if modality == "eeg" else white_var
     noise_var = brain_var + white_var_ch
     k = np.sqrt((signal_sd**2).mean()) / (snr * np.sqrt(noise_var.mean()))
-    noise_sd = k * np.sqrt(noise_var)
-
-    shape = (n_images, n_repeats, _N_TIMES)
+    shape = (*shape, _N_TIMES)
     z_brain = _smooth_in_time(rng.standard_normal((*shape, _N_NOISE_DIPOLES)), axis=2)
     z_white = _smooth_in_time(rng.standard_normal((*shape, n_ch)), axis=2)
     if modality == "eeg":
         z_white -= z_white.mean(axis=-1, keepdims=True)
     noise = k * (z_brain @ lf_noise.T + np.sqrt(white_var) * z_white)
-    repeats = (data[:, None] + noise.transpose(0, 1, 3, 2)).astype(np.float32)
-    repeats = repeats.reshape(n_images, n_repeats, n_ch * _N_TIMES)
-    Y = repeats.mean(axis=1)
+    return noise, k * np.sqrt(noise_var)
 
-    noise_sd_col = np.repeat(noise_sd, _N_TIMES)
-    ncsnr = signal_sd / noise_sd_col
-    nc_r, nc_pct = noise_ceilings(ncsnr, n_repeats)
 
-    # ground truth per column: dominant area; variance-weighted pRF of the sources
+def _column_truth(lf, sources, tc, per_area_var):
+    """Per (channel, time) column: the area contributing most signal variance, and the
+    variance-weighted mean pRF (centre x, y and size) of the sources that reach it."""
+    n_ch = lf.shape[0]
     rois = np.array(AREAS)[per_area_var.argmax(0).reshape(-1)]
     weight_num = np.zeros((n_ch, _N_TIMES, 3))
     weight_den = np.full((n_ch, _N_TIMES), 1e-300)
@@ -202,8 +237,13 @@ def sensors(modality, signal, sources, objects, n_repeats, snr, rng) -> Bunch:
             t2 = tc[i] ** 2 + 1e-12  # before the onsets, fall back on lead-field weights
             weight_num += (w @ props)[:, None, :] * t2[None, :, None]
             weight_den += w.sum(1)[:, None] * t2[None, :]
-    summary = (weight_num / weight_den[..., None]).reshape(-1, 3)
-    coords = np.column_stack([np.repeat(sensor_pos, _N_TIMES, axis=0), np.tile(times, n_ch)])
+    return rois, (weight_num / weight_den[..., None]).reshape(-1, 3)
+
+
+def _epochs(Y, info, objects):
+    """``mne.EpochsArray`` of the mean responses, with the objects shown as metadata."""
+    import mne
+    import pandas as pd
 
     metadata = pd.DataFrame(
         {
@@ -213,30 +253,11 @@ def sensors(modality, signal, sources, objects, n_repeats, snr, rng) -> Bunch:
             "size": objects["size"],
         }
     )
-    epochs = mne.EpochsArray(
+    n_images, n_ch = Y.shape[0], len(info.ch_names)
+    return mne.EpochsArray(
         Y.reshape(n_images, n_ch, _N_TIMES).astype(np.float64),
         info,
         tmin=0.0,
         metadata=metadata,
         verbose=False,
-    )
-    sources.signal = signal
-    return Bunch(
-        responses=epochs,
-        mask=None,
-        Y=Y,
-        coords=coords,
-        repeats=repeats,
-        signal=(data.reshape(n_images, -1)).astype(np.float32),
-        ncsnr=ncsnr,
-        noise_ceiling=nc_r,
-        noise_ceiling_percent=nc_pct,
-        prf_center=summary[:, :2],
-        prf_size=summary[:, 2],
-        rois=rois,
-        feature_type=np.array([FEATURE_TYPES[a] for a in rois]),
-        sources=sources,
-        times=times,
-        ch_names=list(info.ch_names),
-        time_courses=tc,
     )

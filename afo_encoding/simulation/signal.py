@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import N_ORIENT
 from .images import CATEGORIES
 from .retinotopy import AREAS
-
-FEATURE_TYPES: dict[str, str] = {
-    "early": "oriented_energy",
-    "mid": "texture",
-    "late": "shape_category",
-}
-"""What the voxels of each area read (see :func:`make_retinotopic_dataset`)."""
 
 N_FEATURES = 10  # width of the per-voxel feature arrays (late: 4 energies + 6 categories)
 _CATEGORY_PATCH_MM = 12.0
@@ -44,7 +36,7 @@ def _zscore(a: np.ndarray, axis: int = 0) -> np.ndarray:
     return a / np.where(sd > 0, sd, 1.0)
 
 
-def voxel_responses(maps, category, xyz, truth, rng, return_features):
+def voxel_responses(maps, model, category, xyz, truth, rng, return_features):
     """Noiseless signal (n_images, n_voxels), z-scored, from each area's features."""
     n_images = maps[0].shape[0]
     n_voxels = len(xyz)
@@ -63,13 +55,13 @@ def voxel_responses(maps, category, xyz, truth, rng, return_features):
         idx = np.flatnonzero(rois == area)
         if idx.size == 0:
             continue
-        m = _area_maps(area, maps[scale])
+        m = model.area_maps(area, maps[scale])
         grid = m.shape[-1]
         n_feat = m.shape[1]
         flat = m.reshape(n_images * n_feat, grid * grid)
         # area-specific weights (drawn for the whole area at once, so chunks do not matter)
         if area in ("early", "mid"):
-            w = _type_weights(area, truth["prf_center"][idx], n_feat, rng)
+            w = model.type_weights(area, truth["prf_center"][idx], n_feat, rng)
         else:
             w_energy = 0.5 + 0.5 * rng.standard_normal((idx.size, n_feat))
             d2 = np.minimum(
@@ -113,26 +105,7 @@ def _pooled_features(flat, truth, vox, n_images, grid) -> np.ndarray:
     return _zscore(np.maximum(pooled, 0.0) ** _EXPONENT)
 
 
-def _area_maps(area: str, m: np.ndarray) -> np.ndarray:
-    """The maps an area's voxels pool: the energies, plus for mid the co-occurrence of
-    orthogonal orientations (geometric mean, before pooling)."""
-    if area == "mid":
-        return np.concatenate([m, np.sqrt(m[:, [0, 1]] * m[:, [2, 3]])], axis=1)
-    return m
-
-
-def _type_weights(area: str, prf_center: np.ndarray, n_feat: int, rng) -> np.ndarray:
-    """Feature weights of early-type (radial orientation bias) or mid-type (random signed)
-    voxels with these pRF centres."""
-    if area == "early":
-        theta_o = np.pi * np.arange(N_ORIENT) / N_ORIENT
-        phi = np.arctan2(prf_center[:, 1], prf_center[:, 0])
-        phi = phi + rng.normal(0.0, 0.4, size=len(prf_center))
-        return 1.0 + 0.6 * np.cos(2 * (theta_o[None] - phi[:, None]))
-    return 0.6 + rng.standard_normal((len(prf_center), n_feat))
-
-
-def inherit(signal, maps, truth, hierarchy, rng):
+def inherit(signal, maps, model, truth, hierarchy, rng):
     """Mix into every mid and late voxel the features of the area below, over its own pRF.
 
     ``signal = sqrt(1 - h) own + sqrt(h) inherited``, both z-scored: a mid voxel also reads
@@ -146,10 +119,10 @@ def inherit(signal, maps, truth, hierarchy, rng):
         if idx.size == 0:
             continue
         below = AREAS[scale - 1]
-        m = _area_maps(below, maps[scale - 1])
+        m = model.area_maps(below, maps[scale - 1])
         n_feat, grid = m.shape[1], m.shape[-1]
         flat = m.reshape(n_images * n_feat, grid * grid)
-        w = _type_weights(below, truth["prf_center"][idx], n_feat, rng).astype(np.float32)
+        w = model.type_weights(below, truth["prf_center"][idx], n_feat, rng).astype(np.float32)
         for start in range(0, idx.size, 1024):
             sl = slice(start, start + 1024)
             vox = idx[sl]
