@@ -3,12 +3,13 @@
 from .._docs import fill_doc
 
 DOCS = {
-    "ax": """
+    "axes_options": """
         ax : matplotlib Axes | None
-            Where to draw (default: a new figure).""",
-    "axes_title": """
+            Where to draw (default: a new figure).
         title : str | None
-            Axes title.""",
+            Axes title.
+        output_file : str | Path | None
+            Save the figure there.""",
     "output_file": """
         output_file : str | Path | None
             Save the figure there.""",

@@ -36,9 +36,7 @@ def plot_veroi_dendrogram(
         The cut, as given to ``veroi`` (at most one): drawn as a dashed line, the
         branches below it coloured per veROI and labelled with the veROI numbers of
         ``veroi`` (0, 1, ... from left to right). Neither: the tree alone.
-    %(ax)s
-    %(axes_title)s
-    %(output_file)s
+    %(axes_options)s
 
     Returns
     -------

@@ -53,9 +53,7 @@ def plot_retina_map(
     %(layer_names)s
     marker_size : float | None
         Dot area in points^2 (default: smaller for more voxels).
-    %(ax)s
-    %(axes_title)s
-    %(output_file)s
+    %(axes_options)s
 
     Returns
     -------

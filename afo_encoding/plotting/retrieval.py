@@ -133,9 +133,7 @@ def plot_identification(
         ``{roi: per-voxel scores}``: their mean, with its standard error, as a third bar.
     k : sequence of int
         Which top-k accuracies to show (present in every result).
-    %(ax)s
-    %(axes_title)s
-    %(output_file)s
+    %(axes_options)s
 
     Returns
     -------

@@ -81,11 +81,9 @@ def plot_score_distributions(
         the violins (or, for a dict of dicts, by group) of numbers or per-voxel arrays.
         Use the units of the scores (r units for Pearson r, e.g.
         ``make_retinotopic_dataset(...).noise_ceiling``).
-    %(ax)s
     ylabel : str
         Label of the score axis.
-    %(axes_title)s
-    %(output_file)s
+    %(axes_options)s
 
     Returns
     -------

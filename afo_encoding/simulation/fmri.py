@@ -7,15 +7,16 @@ from sklearn.utils import Bunch
 
 
 def noise_ceilings(ncsnr: np.ndarray, n_repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise ceilings of the mean of ``n_repeats`` trials: in r units and NSD percent."""
     frac = ncsnr**2 / (ncsnr**2 + 1.0 / n_repeats)
     return np.sqrt(frac), 100.0 * frac
 
 
 def fmri(signal, sources, cortex, n_repeats, ncsnr, rng) -> Bunch:
     """fMRI recording of the voxels of ``cortex`` (their grid), with its truth."""
-    ijk, affine, grid_shape = cortex.ijk, cortex.affine, cortex.grid_shape
     import nibabel as nib
 
+    ijk, affine, grid_shape = cortex.ijk, cortex.affine, cortex.grid_shape
     n_images, n_voxels = signal.shape
     repeats = rng.standard_normal((n_images, n_repeats, n_voxels), dtype=np.float32)
     repeats += (signal * ncsnr.astype(np.float32))[:, None, :]
