@@ -80,10 +80,9 @@ def contrast_maps(images: np.ndarray) -> list[np.ndarray]:
     """
     from scipy import fft
 
-    n, size = images.shape[:2]
+    size = images.shape[1]
     spectrum = fft.fft2(_luminance(images))
-    f = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
-    f = f * size  # cycles per image
+    f = size * np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
     k = _DOG_SURROUND
     peak = np.sqrt(2 * np.log(k**2) / (k**2 - 1))  # peak frequency / centre's frequency sd
     out = []
@@ -132,8 +131,6 @@ def _gabor_weights(area: str, prf_center: np.ndarray, n_feat: int, rng) -> np.nd
         phi = phi + rng.normal(0.0, 0.4, size=len(prf_center))
         return 1.0 + 0.6 * np.cos(2 * (theta_o[None] - phi[:, None]))
     return 0.6 + rng.standard_normal((len(prf_center), n_feat))
-
-
 
 
 def _contrast_weights(area: str, prf_center: np.ndarray, n_feat: int, rng) -> np.ndarray:
