@@ -37,7 +37,7 @@ def _sample_sheet(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X, Y, Z = np.meshgrid(x, y, z, indexing="ij")
     (fy, sy), (fz, sz) = _fold(Y, _Y[0]), _fold(Z, _Z[0])
     # within half a spacing of the surface along its normal: every line of the grid along
-    # x that crosses the sheet holds one or two of its voxels, so the sheet has no holes
+    # x that crosses the sheet holds at least one of its voxels, so the sheet has no holes
     keep = np.abs(np.abs(X) - (_X0 + fy + fz)) <= 0.5 * spacing * np.sqrt(1 + sy**2 + sz**2)
     return np.argwhere(keep), np.array([x[0], y[0], z[0]]), np.array(X.shape)
 
@@ -61,10 +61,9 @@ def sheet_axes(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _arclength(u: np.ndarray, span: tuple[float, float]) -> np.ndarray:
-    """Length of the folded curve along one axis, from the start of ``span`` to ``u`` (mm).
-
-    Trapezoids on a 0.01 mm grid (voxels may lie a few mm beyond the span)."""
-    grid = np.arange(span[0] - 5.0, span[1] + 5.0, 0.01)
+    """Length of the folded curve along one axis, from the start of ``span`` to ``u`` (mm),
+    by trapezoids on a 0.01 mm grid."""
+    grid = np.arange(span[0] - 1.0, span[1] + 1.0, 0.01)
     step = np.sqrt(1 + _fold(grid, span[0])[1] ** 2)
     length = np.concatenate([[0.0], np.cumsum((step[1:] + step[:-1]) / 2 * np.diff(grid))])
     return np.interp(u, grid, length) - np.interp(span[0], grid, length)
