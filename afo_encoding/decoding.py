@@ -431,7 +431,8 @@ def _space_of(encoder: Any, subject: int) -> Any:
     return space
 
 
-def _predict(encoder: Any, images: Any, subject: int) -> np.ndarray:
+def predict_patterns(encoder: Any, images: Any, subject: int) -> np.ndarray:
+    """The encoder's predictions for ``images`` (one subject's), float ``(n, n_voxels)``."""
     if not hasattr(encoder, "predict"):
         raise TypeError(f"encoder must be a fitted estimator with predict, got {encoder!r}.")
     try:
@@ -452,7 +453,9 @@ def _predict(encoder: Any, images: Any, subject: int) -> np.ndarray:
     return _as_pattern_array(predictions, "the encoder's predictions")
 
 
-def _measured_patterns(encoder: Any, responses: Any, subject: int, n_voxels: int) -> np.ndarray:
+def measured_patterns(encoder: Any, responses: Any, subject: int, n_voxels: int) -> np.ndarray:
+    """Measured ``responses`` as ``(n, n_voxels)``: an array with those columns as it is,
+    anything else read by the encoder's ``space_``."""
     if isinstance(responses, np.ndarray) or hasattr(responses, "detach"):
         patterns = _as_pattern_array(responses, "responses")
         if patterns.shape[1] == n_voxels:
@@ -538,9 +541,9 @@ def rank_candidates(
     >>> early = rank_candidates(encoder, test_images, test_responses,
     ...                         rois=labels, roi="early")  # doctest: +SKIP
     """
-    predictions = _predict(encoder, candidate_images, subject)
+    predictions = predict_patterns(encoder, candidate_images, subject)
     n_voxels = predictions.shape[1]
-    queries = _measured_patterns(encoder, responses, subject, n_voxels)
+    queries = measured_patterns(encoder, responses, subject, n_voxels)
     if queries.shape[1] != n_voxels:
         raise ValueError(
             f"responses have {queries.shape[1]} voxels but the encoder predicts {n_voxels} "
