@@ -24,3 +24,8 @@ def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     path = Path(data_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def read_description(name: str) -> str:
+    """The ``.rst`` description of a data set, shipped in ``datasets_fetchers/descr``."""
+    return (Path(__file__).parent / "descr" / f"{name}.rst").read_text(encoding="utf-8")
