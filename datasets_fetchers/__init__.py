@@ -47,6 +47,7 @@ from ._datalad import (
 from ._inputs import load_encoder_inputs
 from ._utils import get_data_dir
 from .cowley2023_v4 import fetch_cowley2023_v4
+from .nsd import fetch_nsd
 
 __all__ = [
     "DownloadError",
@@ -54,6 +55,7 @@ __all__ = [
     "NotEnoughSpaceError",
     "TermsNotAcceptedError",
     "fetch_cowley2023_v4",
+    "fetch_nsd",
     "get_data_dir",
     "load_encoder_inputs",
 ]

@@ -19,6 +19,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+NSD_GRID = (5, 6, 4)  # the real func1pt8mm grid is (81, 104, 83)
+NSD_IMAGES = 40  # the real stimulus file has 73,000
+NSD_SHARED = np.arange(10)  # 0-based 73k ids of the "shared" images (real: 1,000)
+NSD_ATLASES = {
+    "prf-visualrois": ["V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"],
+    "streams": ["early", "midventral", "midlateral", "midparietal", "ventral", "lateral",
+                "parietal"],
+    "floc-faces": ["OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"],
+    "floc-bodies": ["EBA", "FBA-1", "FBA-2", "mTL-bodies"],
+    "floc-places": ["OPA", "PPA", "RSC"],
+    "floc-words": ["OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"],
+}
 COWLEY_SESSIONS = {"210305": (4, 6, 5), "210224": (3, 5, 4)}  # neurons, images, repeats
 
 
@@ -140,3 +152,120 @@ def unused_port() -> int:
 
 def env_without(name: str) -> dict:
     return {k: v for k, v in os.environ.items() if k != name}
+
+
+def _nsd_trial_images(masterordering, subjectim, subject, session):
+    trials = masterordering[(session - 1) * 750 : session * 750]
+    return subjectim[subject - 1, trials - 1] - 1
+
+
+def make_nsd(root: Path, subjects=(1, 2), sessions=(1, 2)) -> dict:
+    """The layout of s3://natural-scenes-dataset for a few subjects and sessions: the
+    experimental design, single-trial betas (func1pt8mm NIfTI int16 x 300, fsaverage MGH
+    float), ncsnr, ROI volumes and fsaverage labels with their colour tables, fsaverage
+    surfaces (FreeSurfer geometry) and the HDF5 stimulus brick. Betas hold a planted
+    image-specific pattern plus noise."""
+    import h5py
+    import nibabel as nib
+    from nibabel.freesurfer import write_geometry
+    from scipy.io import savemat
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(0)
+    n_vox = int(np.prod(NSD_GRID))
+    # the design: 30,000 trials in 10,000 slots per subject, slots -> 73k ids (1-based)
+    masterordering = rng.integers(1, 10001, size=30000)
+    subjectim = np.stack([rng.permutation(np.arange(10000) % NSD_IMAGES) + 1
+                          for _ in range(8)])
+    design = root / "nsddata/experiments/nsd"
+    design.mkdir(parents=True)
+    savemat(design / "nsd_expdesign.mat", {
+        "masterordering": masterordering[None, :].astype(np.float64),
+        "subjectim": subjectim.astype(np.float64),
+        "sharedix": (NSD_SHARED + 1)[None, :].astype(np.float64),
+    })
+    stimuli = root / "nsddata_stimuli/stimuli/nsd"
+    stimuli.mkdir(parents=True)
+    brick = rng.integers(0, 256, size=(NSD_IMAGES, 8, 8, 3), dtype=np.uint8)
+    with h5py.File(stimuli / "nsd_stimuli.hdf5", "w") as f:
+        f.create_dataset("imgBrick", data=brick)
+
+    # fsaverage stand-in: a small closed mesh per hemisphere
+    points = rng.normal(size=(14, 3))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    faces = ConvexHull(points).simplices.astype(np.int32)
+    n_vert = len(points)
+    fs = root / "nsddata/freesurfer/fsaverage"
+    (fs / "surf").mkdir(parents=True)
+    (fs / "label").mkdir(parents=True)
+    for hemi, shift in (("lh", -0.0), ("rh", 0.0)):
+        for mesh in ("sphere", "white", "pial", "inflated"):
+            write_geometry(str(fs / "surf" / f"{hemi}.{mesh}"), 100 * points + shift, faces)
+    vertex_labels = {}
+    for atlas in ["nsdgeneral", *NSD_ATLASES]:
+        n_labels = 1 if atlas == "nsdgeneral" else len(NSD_ATLASES[atlas])
+        for hemi in ("lh", "rh"):
+            values = rng.integers(0, n_labels + 1, size=n_vert).astype(np.int32)
+            if atlas == "nsdgeneral":
+                values[:3] = 0
+                values[3:] = 1
+            nib.save(nib.MGHImage(values.reshape(-1, 1, 1), np.eye(4)),
+                     fs / "label" / f"{hemi}.{atlas}.mgz")
+            vertex_labels[(atlas, hemi)] = values
+
+    affine = np.diag([1.8, 1.8, 1.8, 1.0])
+    affine[:3, 3] = [-10.0, -20.0, 5.0]
+    patterns = rng.normal(size=(NSD_IMAGES, n_vox)).astype(np.float32)
+    surface_patterns = rng.normal(size=(NSD_IMAGES, 2 * n_vert)).astype(np.float32)
+    truth = {"brick": brick, "affine": affine, "patterns": patterns,
+             "surface_patterns": surface_patterns, "points": points,
+             "vertex_labels": vertex_labels, "masterordering": masterordering,
+             "subjectim": subjectim, "volumes": {}, "surfaces": {}}
+    for subject in subjects:
+        subj = f"subj{subject:02d}"
+        ppdata = root / f"nsddata/ppdata/{subj}/func1pt8mm"
+        (ppdata / "roi").mkdir(parents=True)
+        brain = np.ones(NSD_GRID, dtype=np.int16)
+        brain[0] = 0
+        nib.save(nib.Nifti1Image(brain, affine), ppdata / "brainmask.nii.gz")
+        general = np.where(brain > 0, 0, -1).astype(np.int16)
+        general[2:, 1:5, 1:3] = 1
+        nib.save(nib.Nifti1Image(general, affine), ppdata / "roi" / "nsdgeneral.nii.gz")
+        labels = root / f"nsddata/freesurfer/{subj}/label"
+        labels.mkdir(parents=True)
+        truth["volumes"][subject] = {"nsdgeneral": general, "brainmask": brain}
+        for atlas, names in NSD_ATLASES.items():
+            values = rng.integers(0, len(names) + 1, size=NSD_GRID).astype(np.int16)
+            values[brain == 0] = -1
+            nib.save(nib.Nifti1Image(values, affine), ppdata / "roi" / f"{atlas}.nii.gz")
+            (labels / f"{atlas}.mgz.ctab").write_text(
+                "".join(f"{k} {name}\n" for k, name in enumerate(["Unknown", *names])))
+            truth["volumes"][subject][atlas] = values
+        betas = root / f"nsddata_betas/ppdata/{subj}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+        fs_betas = root / f"nsddata_betas/ppdata/{subj}/fsaverage/betas_fithrf_GLMdenoise_RR"
+        betas.mkdir(parents=True)
+        fs_betas.mkdir(parents=True)
+        ncsnr = rng.uniform(0.1, 1.5, size=NSD_GRID).astype(np.float32)
+        nib.save(nib.Nifti1Image(ncsnr, affine), betas / "ncsnr.nii.gz")
+        fs_ncsnr = rng.uniform(0.1, 1.5, size=2 * n_vert).astype(np.float32)
+        for k, hemi in enumerate(("lh", "rh")):
+            part = fs_ncsnr[k * n_vert : (k + 1) * n_vert]
+            nib.save(nib.MGHImage(part.reshape(-1, 1, 1), np.eye(4)),
+                     fs_betas / f"{hemi}.ncsnr.mgh")
+        truth["volumes"][subject]["ncsnr"] = ncsnr
+        truth["surfaces"][subject] = {"ncsnr": fs_ncsnr}
+        for session in sessions:
+            ids = _nsd_trial_images(masterordering, subjectim, subject, session)
+            signal = patterns[ids] + 0.5 * rng.normal(size=(750, n_vox))
+            volume = np.round(300 * signal).astype(np.int16).T.reshape(*NSD_GRID, 750)
+            nib.save(nib.Nifti1Image(volume, affine),
+                     betas / f"betas_session{session:02d}.nii.gz")
+            surface = (surface_patterns[ids] + 0.5 * rng.normal(size=(750, 2 * n_vert)))
+            surface = surface.astype(np.float32)
+            for k, hemi in enumerate(("lh", "rh")):
+                part = surface[:, k * n_vert : (k + 1) * n_vert].T
+                nib.save(nib.MGHImage(part.reshape(n_vert, 1, 1, 750), np.eye(4)),
+                         fs_betas / f"{hemi}.betas_session{session:02d}.mgh")
+            truth["volumes"][subject][f"session{session}"] = volume
+            truth["surfaces"][subject][f"session{session}"] = surface
+    return truth
