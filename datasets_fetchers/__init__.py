@@ -45,6 +45,7 @@ from ._datalad import (
     TermsNotAcceptedError,
 )
 from ._inputs import load_encoder_inputs
+from ._registry import list_datasets
 from ._utils import get_data_dir
 from .cowley2023_v4 import fetch_cowley2023_v4
 from .nsd import fetch_nsd
@@ -57,5 +58,6 @@ __all__ = [
     "fetch_cowley2023_v4",
     "fetch_nsd",
     "get_data_dir",
+    "list_datasets",
     "load_encoder_inputs",
 ]
