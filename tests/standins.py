@@ -31,7 +31,7 @@ NSD_ATLASES = {
     "floc-places": ["OPA", "PPA", "RSC"],
     "floc-words": ["OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"],
 }
-COWLEY_SESSIONS = {"210305": (4, 6, 5), "210224": (3, 5, 4)}  # neurons, images, repeats
+COWLEY_SESSIONS = {"210305": (4, 20, 5), "210224": (3, 5, 4)}  # neurons, images, repeats
 
 
 def make_cowley2023_v4(root: Path) -> dict:

@@ -70,5 +70,5 @@ def test_fetch_downloads_the_sessions_asked_for(tmp_path, capsys, monkeypatch):
                  str(tmp_path / "data"), "--url", str(tmp_path / "upstream"), "--quiet"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "210305: (6, 4) responses" in out
+    assert "210305: (20, 4) responses" in out
     assert "GPL-3.0" in out

@@ -86,7 +86,7 @@ def test_bunch_holds_the_upstream_values(filled_data_dir, cowley_upstream):
     # strongly stimulus-driven stand-in neurons have a high split-half ceiling
     assert data.noise_ceiling[0].shape == (n_neurons,)
     assert np.all(data.noise_ceiling[0] > 50)
-    assert list(data.splits["train"]) == [f"210305/image{k:04d}" for k in range(1, 7)]
+    assert list(data.splits["train"]) == [f"210305/image{k:04d}" for k in range(1, 21)]
     assert data.sessions.loc[0, "monkey"] == "PE"
     assert data.license.startswith("GPL-3.0")
     assert "Cowley" in data.citation
@@ -96,8 +96,8 @@ def test_bunch_holds_the_upstream_values(filled_data_dir, cowley_upstream):
 def test_load_encoder_inputs_pairs_images_and_rows(filled_data_dir):
     _, data = filled_data_dir
     X, y, params = load_encoder_inputs(data, subject="210305")
-    assert [Path(p).name for p in X] == [f"image{k:04d}.jpg" for k in range(1, 7)]
-    assert y.shape == (6, 4)
+    assert [Path(p).name for p in X] == [f"image{k:04d}.jpg" for k in range(1, 21)]
+    assert y.shape == (20, 4)
     assert params == {}
     X_all, y_all, _ = load_encoder_inputs(data)
     assert len(X_all) == len(y_all) == 1
@@ -114,7 +114,7 @@ def test_second_fetch_is_offline_and_adds_only_new_files(cowley_upstream, tmp_pa
     fetch_cowley2023_v4("210305", data_dir=tmp_path, url=str(root), verbose=0)
     # the upstream is gone: what is present is read from disk, nothing is downloaded
     data = fetch_cowley2023_v4("210305", data_dir=tmp_path, verbose=0)
-    assert data.responses[0].shape == (6, 4)
+    assert data.responses[0].shape == (20, 4)
     both = fetch_cowley2023_v4(["210305", "210224"], data_dir=tmp_path, url=str(root),
                                verbose=0)
     assert both.subjects == ["210305", "210224"]
@@ -126,7 +126,7 @@ def test_mirror_from_environment_serves_a_machine_without_network(filled_data_di
     mirror, _ = filled_data_dir
     monkeypatch.setenv("AFO_DATA_MIRROR", str(mirror))
     data = fetch_cowley2023_v4("210305", data_dir=tmp_path, verbose=0)
-    assert data.responses[0].shape == (6, 4)
+    assert data.responses[0].shape == (20, 4)
     assert (tmp_path / "cowley2023_v4" / UPSTREAM / "images" / "images_210305.zip").exists()
     # a file the mirror does not have: the error names where it was looked for
     with pytest.raises(DownloadError, match=r"127\.0\.0\.1.*images_210224\.zip"):
@@ -223,7 +223,7 @@ def test_killed_download_resumes_and_never_counts_as_present(tmp_path, monkeypat
         server.rate = 0.0
         data = fetch_cowley2023_v4("210305", data_dir=data_dir, url=server.url, verbose=0)
     assert target.read_bytes() == archive.read_bytes()
-    assert data.responses[0].shape == (6, 4)
+    assert data.responses[0].shape == (20, 4)
     ranges = [r for path, r in server.requests if path.endswith("images_210305.zip") and r]
     assert ranges
     assert int(ranges[-1].split("=")[1].split("-")[0]) > 100_000
