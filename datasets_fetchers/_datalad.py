@@ -215,6 +215,18 @@ def _datalad_verbosity(verbose: int) -> Iterator[None]:
             datalad.ui.ui.set_backend(previous_ui)
 
 
+@contextlib.contextmanager
+def _file_progress(total: int, name: str, verbose: int):
+    """A progress bar over files (DataLad adds byte-level bars in interactive sessions)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=f"{name} files", unit="file", disable=not verbose)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
 def _message(result: dict) -> str:
     """The reason of a failed DataLad result, without DataLad's wrapping."""
     message = result.get("message") or result.get("error_message") or ""
@@ -348,34 +360,35 @@ class FetchedDataset:
                 logger.info("%s: fetching %d file(s) into %s", self.path.name, len(missing),
                             self.path)
             failures: list[tuple[str, str]] = []
-            with _datalad_verbosity(verbose):
+            with _datalad_verbosity(verbose), _file_progress(len(missing), self.path.name,
+                                                             verbose) as bar:
                 if to_add:
                     self._allow_local_urls()
                     records = [{"url": self.url_of(p), "path": p} for p in to_add]
-                    results = dl.addurls(
+                    url_of = {r["path"]: r["url"] for r in records}
+                    for r in dl.addurls(
                         dataset=self.dataset, urlfile=records, urlformat="{url}",
                         filenameformat="{path}", on_failure="ignore",
-                        result_renderer="disabled",
+                        result_renderer="disabled", return_type="generator",
                         message=f"afo-encoding: register {len(records)} file(s) of "
                         f"{self.path.name}",
-                    )
-                    url_of = {r["path"]: r["url"] for r in records}
-                    failures += [
-                        (url_of.get(self._relpath(r.get("path")), r.get("path", "?")), _message(r))
-                        for r in results
-                        if r.get("status") in ("error", "impossible")
-                        and r.get("action") in ("addurl", "addurls")
-                    ]
+                    ):
+                        if r.get("action") not in ("addurl", "addurls"):
+                            continue
+                        bar.update(1)
+                        if r.get("status") in ("error", "impossible"):
+                            path = self._relpath(r.get("path"))
+                            failures.append((url_of.get(path, path), _message(r)))
                 if to_get:
-                    results = self.dataset.get(
-                        to_get, on_failure="ignore", result_renderer="disabled"
-                    )
-                    failures += [
-                        (f"{self.origin or self.path} ({self._relpath(r.get('path'))})",
-                         _message(r))
-                        for r in results
-                        if r.get("status") in ("error", "impossible")
-                    ]
+                    for r in self.dataset.get(to_get, on_failure="ignore",
+                                              result_renderer="disabled",
+                                              return_type="generator"):
+                        if r.get("type") != "file":
+                            continue
+                        bar.update(1)
+                        if r.get("status") in ("error", "impossible"):
+                            failures.append((f"{self.origin or self.path} "
+                                             f"({self._relpath(r.get('path'))})", _message(r)))
             _raise_for_failures(failures, self.path)
             absent = [p for p in missing if not self.has(p)]
             if absent:

@@ -194,7 +194,8 @@ fetch_cowley2023_v4("210305", data_dir=sys.argv[1], url=sys.argv[2], verbose=0)
 
 
 @pytest.mark.slow
-def test_killed_download_resumes_and_never_counts_as_present(tmp_path, monkeypatch):
+@pytest.mark.parametrize("resume", [True, False])
+def test_killed_download_resumes_and_never_counts_as_present(tmp_path, monkeypatch, resume):
     upstream = tmp_path / "upstream"
     make_cowley2023_v4(upstream)
     archive = upstream / UPSTREAM / "images" / "images_210305.zip"
@@ -221,12 +222,18 @@ def test_killed_download_resumes_and_never_counts_as_present(tmp_path, monkeypat
         target = data_dir / "cowley2023_v4" / UPSTREAM / "images" / "images_210305.zip"
         assert not target.exists()  # a half-downloaded file never counts as present
         server.rate = 0.0
-        data = fetch_cowley2023_v4("210305", data_dir=data_dir, url=server.url, verbose=0)
+        n_before = len(server.requests)
+        data = fetch_cowley2023_v4("210305", data_dir=data_dir, url=server.url,
+                                   resume=resume, verbose=0)
     assert target.read_bytes() == archive.read_bytes()
     assert data.responses[0].shape == (20, 4)
-    ranges = [r for path, r in server.requests if path.endswith("images_210305.zip") and r]
-    assert ranges
-    assert int(ranges[-1].split("=")[1].split("-")[0]) > 100_000
+    again = [r for path, r in server.requests[n_before:] if path.endswith("images_210305.zip")]
+    starts = [int(r.split("=")[1].split("-")[0]) for r in again if r]
+    if resume:  # the download continued from the partial file
+        assert starts
+        assert min(starts) > 100_000
+    else:  # it started over
+        assert not any(starts)
 
 
 def test_public_names_are_documented():
