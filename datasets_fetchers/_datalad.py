@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
@@ -183,11 +183,16 @@ class Source:
         ``relpath`` in the dataset is downloaded from ``base_url/relpath``.
     clone_url : str or None
         A DataLad dataset (or git repository) to clone, for sources that are datasets.
+    fallback_url : str or None
+        For cloned datasets: a prefix of plain HTTPS addresses with the dataset's layout,
+        from which a file is registered and downloaded when ``datalad get`` fails (the
+        S3 special remote of OpenNeuro's copies on GitHub sometimes does).
     """
 
     name: str
     base_url: str | None = None
     clone_url: str | None = None
+    fallback_url: str | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -294,16 +299,19 @@ class FetchedDataset:
         and checked against the checksum already recorded, if any.
     origin : str or None
         What the dataset was cloned from, if it was.
+    fallback_url : str or None
+        See :class:`Source`; ``None`` when reading from a mirror.
     """
 
     def __init__(self, path: Path, base_url: str | None, override: bool,
-                 origin: str | None) -> None:
+                 origin: str | None, fallback_url: str | None = None) -> None:
         import datalad.api as dl
 
         self.path = path
         self.base_url = base_url
         self.override = override
         self.origin = origin
+        self.fallback_url = fallback_url
         self.dataset = dl.Dataset(str(path))
 
     def __repr__(self) -> str:
@@ -317,8 +325,14 @@ class FetchedDataset:
         """Whether the dataset knows the file (its content may be absent)."""
         return os.path.lexists(self.path / relpath)
 
-    def url_of(self, relpath: str) -> str:
-        """The URL a file is downloaded from when it is registered by this fetch."""
+    def url_of(self, relpath: str, urls: Mapping[str, str] | None = None) -> str:
+        """The URL a file is downloaded from when it is registered by this fetch.
+
+        ``urls`` gives the upstream address of files that have their own (Figshare, OSF,
+        ...); a mirror given by the user (``url=``, ``AFO_DATA_MIRROR``) wins over them.
+        """
+        if urls and relpath in urls and not self.override:
+            return urls[relpath]
         if self.base_url is None:
             raise DownloadError(
                 f"{relpath} is not part of the dataset in {self.path} (cloned from "
@@ -329,14 +343,16 @@ class FetchedDataset:
             )
         return _join_url(self.base_url, relpath)
 
-    def fetch(self, relpaths: Iterable[str], *, resume: bool = True,
-              verbose: int = 1) -> list[Path]:
+    def fetch(self, relpaths: Iterable[str], *, urls: Mapping[str, str] | None = None,
+              resume: bool = True, verbose: int = 1) -> list[Path]:
         """Make the files present and return their absolute paths (in the same order).
 
         Parameters
         ----------
         relpaths : iterable of str
             Paths relative to the dataset, in the source's layout.
+        urls : mapping of str to str, optional
+            Upstream addresses of files not at ``base_url/relpath`` (see :meth:`url_of`).
         resume : bool
             Continue partial downloads of an interrupted earlier fetch; ``False`` starts
             them over.
@@ -363,8 +379,8 @@ class FetchedDataset:
             with _datalad_verbosity(verbose), _file_progress(len(missing), self.path.name,
                                                              verbose) as bar:
                 if to_add:
-                    self._allow_local_urls()
-                    records = [{"url": self.url_of(p), "path": p} for p in to_add]
+                    self._allow_local_urls(self.base_url, *(urls or {}).values())
+                    records = [{"url": self.url_of(p, urls), "path": p} for p in to_add]
                     url_of = {r["path"]: r["url"] for r in records}
                     for r in dl.addurls(
                         dataset=self.dataset, urlfile=records, urlformat="{url}",
@@ -380,22 +396,47 @@ class FetchedDataset:
                             path = self._relpath(r.get("path"))
                             failures.append((url_of.get(path, path), _message(r)))
                 if to_get:
-                    for r in self.dataset.get(to_get, on_failure="ignore",
-                                              result_renderer="disabled",
-                                              return_type="generator"):
-                        if r.get("type") != "file":
-                            continue
-                        bar.update(1)
-                        if r.get("status") in ("error", "impossible"):
-                            failures.append((f"{self.origin or self.path} "
-                                             f"({self._relpath(r.get('path'))})", _message(r)))
+                    failed = self._get(to_get, bar)
+                    if failed and self.fallback_url:
+                        failed = self._get_from_fallback(failed, bar)
+                    failures += [(f"{self.origin or self.path} ({p})", message)
+                                 for p, message in failed.items()]
             _raise_for_failures(failures, self.path)
             absent = [p for p in missing if not self.has(p)]
             if absent:
-                _raise_for_failures([(self.url_of(p) if self.base_url else p,
+                _raise_for_failures([(self.url_of(p, urls) if self.base_url or urls else p,
                                       "no content after the download") for p in absent],
                                     self.path)
         return [self.path / p for p in relpaths]
+
+    def _get(self, relpaths: list[str], bar) -> dict[str, str]:
+        """``datalad get``; the files that failed, with git-annex's reason."""
+        failed = {}
+        for r in self.dataset.get(relpaths, on_failure="ignore", result_renderer="disabled",
+                                  return_type="generator"):
+            if r.get("type") != "file":
+                continue
+            if r.get("status") in ("error", "impossible"):
+                failed[self._relpath(r.get("path"))] = _message(r)
+            else:
+                bar.update(1)
+        return failed
+
+    def _get_from_fallback(self, failed: dict[str, str], bar) -> dict[str, str]:
+        """Record each file's plain HTTPS address for its key and get it again."""
+        import subprocess
+
+        for relpath in failed:
+            key = subprocess.run(["git", "annex", "lookupkey", relpath], cwd=self.path,
+                                 capture_output=True, text=True, check=False).stdout.strip()
+            if key:
+                subprocess.run(["git", "annex", "registerurl", key,
+                                _join_url(self.fallback_url, relpath)],
+                               cwd=self.path, capture_output=True, check=False)
+        self._allow_local_urls(self.fallback_url)
+        again = self._get(list(failed), bar)
+        return {p: f"{failed[p]}; then from {_join_url(self.fallback_url, p)}: {again[p]}"
+                for p in again}
 
     def save(self, relpaths: Sequence[str], message: str) -> None:
         """Record files written into the dataset (git-annex keeps their checksums)."""
@@ -419,10 +460,10 @@ class FetchedDataset:
             return str(Path(path).relative_to(self.path))
         return str(path)
 
-    def _allow_local_urls(self) -> None:
+    def _allow_local_urls(self, *locations: str | None) -> None:
         """A local mirror of plain files is read through file:// URLs, which git-annex
         refuses unless the repository allows them (the user chose the folder)."""
-        if self.base_url and (self.base_url.startswith("file://") or _is_local(self.base_url)):
+        if any(loc and (loc.startswith("file://") or _is_local(loc)) for loc in locations):
             self.dataset.config.set("annex.security.allowed-url-schemes", "http https ftp file",
                                     scope="local", reload=True)
 
@@ -511,8 +552,10 @@ def open_dataset(source: Source, *, data_dir=None, url: str | None = None,
                 dl.create(str(path), result_renderer="disabled")
     if origin is not None and clone_from is None:
         return FetchedDataset(path, origin, override=True, origin=None)
+    fallback = source.fallback_url if clone_from is None or clone_from == source.clone_url \
+        else None
     return FetchedDataset(path, source.base_url, override=False,
-                          origin=clone_from or _origin_url(path))
+                          origin=clone_from or _origin_url(path), fallback_url=fallback)
 
 
 def _origin_url(path: Path) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +13,7 @@ from sklearn.utils import Bunch
 
 from afo_encoding._logging import progress, use_log_level
 
+from ._archives import RangesNotSupportedError, open_remote
 from ._datalad import DownloadError, FetchedDataset, Source, check_terms, open_dataset
 from ._inputs import make_bunch
 from ._utils import read_description
@@ -222,44 +221,6 @@ def _standardize(betas: np.ndarray) -> np.ndarray:
     return np.divide(betas - mean, std, out=np.zeros_like(betas), where=std > 0)
 
 
-class _HTTPRangeFile(io.RawIOBase):
-    """A remote file read by HTTP byte ranges, so h5py reads only the images it needs."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.position = 0
-        request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            self.size = int(response.headers["Content-Length"])
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        self.position = base + offset
-        return self.position
-
-    def readinto(self, buffer) -> int:
-        count = min(len(buffer), self.size - self.position)
-        if count <= 0:
-            return 0
-        end = self.position + count - 1
-        request = urllib.request.Request(self.url,
-                                         headers={"Range": f"bytes={self.position}-{end}"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            data = response.read()
-        buffer[: len(data)] = data
-        self.position += len(data)
-        return len(data)
-
-
 def _open_stimuli(dataset: FetchedDataset):
     """The NSD stimulus file (73,000 x 425 x 425 x 3), opened without downloading it."""
     import h5py
@@ -272,12 +233,11 @@ def _open_stimuli(dataset: FetchedDataset):
 
         return h5py.File(urllib.request.url2pathname(urlparse(url).path), "r")
     try:
-        raw = _HTTPRangeFile(url)
-    except (urllib.error.URLError, OSError) as err:
+        return h5py.File(open_remote(url), "r")
+    except RangesNotSupportedError as err:
         raise DownloadError(
-            f"Could not read the NSD images from {url}: {err}. Check the network connection, "
-            "or read from a mirror (url= or AFO_DATA_MIRROR).", urls=[url]) from err
-    return h5py.File(io.BufferedReader(raw, buffer_size=1 << 20), "r")
+            f"Could not read the NSD images from {url}: the server does not serve byte "
+            "ranges. Read from another mirror (url= or AFO_DATA_MIRROR).", urls=[url]) from err
 
 
 def _fetch_images(dataset: FetchedDataset, nsd_ids: np.ndarray, resume: bool,

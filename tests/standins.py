@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
+import struct
 import threading
 import time
 import zipfile
+import zlib
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image
@@ -69,15 +73,17 @@ def files_under(root: Path) -> set[str]:
 
 
 class RangeServer:
-    """A local HTTP server of a folder, with byte ranges and an optional rate limit.
+    """A local HTTP server of a folder, with byte ranges (unless ``ranges=False``) and an
+    optional rate limit; query strings are ignored (``/a?b=1`` serves the file ``a``).
 
     It records every request as ``(path, Range header)``, so tests can check that an
     interrupted download was resumed rather than started over.
     """
 
-    def __init__(self, root: Path, bytes_per_second: float = 0.0) -> None:
+    def __init__(self, root: Path, bytes_per_second: float = 0.0, ranges: bool = True) -> None:
         self.root = Path(root)
         self.rate = bytes_per_second
+        self.ranges = ranges
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -86,28 +92,34 @@ class RangeServer:
                 server.requests.append((self.path, self.headers.get("Range")))
 
             def _send(self, body: bool) -> None:
-                path = server.root / self.path.lstrip("/")
+                path = server.root / urlparse(self.path).path.lstrip("/")
+                if path.is_dir():  # an API listing, stored as index.json
+                    path = path / "index.json"
                 if not path.is_file():
                     self.send_error(404)
                     return
                 size = path.stat().st_size
                 start = 0
                 header = self.headers.get("Range")
-                if header and header.startswith("bytes="):
-                    first = header[6:].split("-")[0]
+                end = size - 1
+                if header and header.startswith("bytes=") and server.ranges:
+                    first, _, last = header[6:].partition("-")
                     start = int(first) if first else 0
+                    end = min(int(last), size - 1) if last else size - 1
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(size - start))
+                self.send_header("Content-Length", str(end + 1 - start))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 if not body:
                     return
                 with open(path, "rb") as f:
                     f.seek(start)
-                    while chunk := f.read(16384):
+                    left = end + 1 - start
+                    while left > 0 and (chunk := f.read(min(16384, left))):
+                        left -= len(chunk)
                         try:
                             self.wfile.write(chunk)
                         except (BrokenPipeError, ConnectionResetError):
@@ -269,3 +281,83 @@ def make_nsd(root: Path, subjects=(1, 2), sessions=(1, 2)) -> dict:
             truth["volumes"][subject][f"session{session}"] = volume
             truth["surfaces"][subject][f"session{session}"] = surface
     return truth
+
+
+# ----------------------------------------------------------------------------------------
+# helpers of the part-2 stand-ins (THINGS, BOLD5000, NOD)
+
+
+def tiny_jpeg(rng: np.random.Generator, size: int = 8) -> bytes:
+    """A small random JPEG image."""
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).save(
+        buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _crc_step(crc: int, byte: int) -> int:
+    return zlib.crc32(bytes([byte]), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def _zipcrypto(data: bytes, password: bytes) -> bytes:
+    """PKWARE's traditional encryption (ZipCrypto), as ``zip -P`` writes it."""
+    keys = [0x12345678, 0x23456789, 0x34567890]
+
+    def update(byte: int) -> None:
+        keys[0] = _crc_step(keys[0], byte)
+        keys[1] = ((keys[1] + (keys[0] & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+        keys[2] = _crc_step(keys[2], keys[1] >> 24)
+
+    for byte in password:
+        update(byte)
+    out = bytearray()
+    for byte in data:
+        temp = (keys[2] | 2) & 0xFFFF
+        out.append(byte ^ (((temp * (temp ^ 1)) >> 8) & 0xFF))
+        update(byte)
+    return bytes(out)
+
+
+def write_encrypted_zip(path: Path, files: dict[str, bytes], password: str) -> None:
+    """A zip archive of stored, ZipCrypto-encrypted members (Python can read, not write,
+    those; THINGS distributes its images this way)."""
+    rng = np.random.default_rng(1)
+    body, central = bytearray(), bytearray()
+    for name, data in files.items():
+        crc = zlib.crc32(data)
+        header = bytes(rng.integers(0, 256, 11, dtype=np.uint8)) + bytes([crc >> 24])
+        payload = _zipcrypto(header + data, password.encode())
+        encoded = name.encode()
+        offset = len(body)
+        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 1, 0, 0, 0x21, crc,
+                            len(payload), len(data), len(encoded), 0) + encoded + payload
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 1, 0, 0, 0x21,
+                               crc, len(payload), len(data), len(encoded), 0, 0, 0, 0, 0,
+                               offset) + encoded
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(files), len(files), len(central),
+                      len(body), 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(body + central + end))
+
+
+def save_datalad_dataset(root: Path, message: str = "stand-in") -> None:
+    """Make ``root`` (already filled) a DataLad dataset, text in git, the rest annexed."""
+    import logging
+
+    import datalad.api as dl
+
+    dl_logger = logging.getLogger("datalad")
+    level = dl_logger.level
+    dl_logger.setLevel(logging.WARNING)
+    try:
+        dl.create(str(root), force=True, cfg_proc="text2git", result_renderer="disabled")
+        dl.save(dataset=str(root), message=message, result_renderer="disabled")
+    finally:
+        dl_logger.setLevel(level)
+
+
+def write_api_listing(api_root: Path, route: str, payload) -> None:
+    """Write a JSON answer of a repository API (Figshare, OSF) for :class:`RangeServer`."""
+    path = api_root / route.strip("/")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "index.json").write_text(json.dumps(payload))
