@@ -214,10 +214,12 @@ def extract_members(dataset: FetchedDataset, archive: str, url: str | None,
         The extracted files, in the order of ``members``.
     """
     targets = dict(members)
-    registered = [t for t in targets.values()
-                  if dataset.registered(t) and not dataset.has(t) and save]
-    if registered:
-        dataset.fetch(registered, resume=resume, verbose=verbose)
+    # files saved by an earlier extraction come from the dataset's origin (a mirror made
+    # from a data directory), and a mirror of plain files has them in the dataset's layout
+    direct = [t for t in targets.values() if save and not dataset.has(t)
+              and (dataset.registered(t) or dataset.override)]
+    if direct:
+        dataset.fetch(direct, resume=resume, verbose=verbose)
     todo = {m: t for m, t in targets.items() if not (dataset.path / t).is_file()}
     if todo:
         with open_archive(dataset, archive, url, ranged=ranged, resume=resume,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -138,3 +139,133 @@ def make_things_meg(root: Path, subjects=(1,)) -> dict:
     save_datalad_dataset(root, "THINGS-MEG stand-in")
     return truth
 
+
+
+FMRI_GRID = (6, 7, 5)  # the real functional grid is about (77, 94, 80)
+FMRI_SESSIONS = 3  # real: 12
+FMRI_TEST = THINGS[5::40][:6]  # repeated in every session (real: 100)
+FMRI_TRAIN = [n for n in THINGS[::3] if n not in FMRI_TEST][:36]  # once each (real: 8,640)
+FIGSHARE_BETAS = "ndownloader/files/43635873"
+FIGSHARE_MASKS = "ndownloader/files/36682242"
+FMRI_ROIS = ["V1", "V2", "V3", "hV4", "VO1", "VO2", "LO1 (prf)", "LO2 (prf)", "TO1", "TO2",
+             "V3b", "V3a", "lEBA", "rEBA", "lFFA", "rFFA", "lOFA", "rOFA", "lSTS", "rSTS",
+             "lPPA", "rPPA", "lRSC", "rRSC", "lTOS", "rTOS", "lLOC", "rLOC", "IT",
+             "glasser-V1", "glasser-V2", "glasser-FFC"]
+
+
+def write_pandas_frame(path: Path, key: str, voxel_ids: np.ndarray, values: np.ndarray) -> None:
+    """An HDF5 file laid out as ``DataFrame.to_hdf(key=..., format='fixed')`` writes a frame
+    of an int ``voxel_id`` column and float columns 0..n-1 (PyTables attributes included;
+    h5py suffices to write it)."""
+    import h5py
+
+    def attrs(obj, **extra):
+        for k, v in {"CLASS": b"ARRAY", "FLAVOR": b"numpy", "VERSION": b"2.4",
+                     "transposed": np.uint8(1), **extra}.items():
+            obj.attrs[k] = v
+
+    with h5py.File(path, "w") as f:
+        f.attrs["CLASS"], f.attrs["PYTABLES_FORMAT_VERSION"] = b"GROUP", b"2.1"
+        g = f.create_group(key)
+        for k, v in {"CLASS": b"GROUP", "VERSION": b"1.0", "pandas_type": b"frame",
+                     "pandas_version": b"0.15.2", "encoding": b"UTF-8", "errors": b"strict",
+                     "ndim": np.int64(2), "nblocks": np.int64(2)}.items():
+            g.attrs[k] = v
+        attrs(g.create_dataset("axis1", data=np.arange(len(voxel_ids))), kind=b"integer")
+        attrs(g.create_dataset("block0_values", data=values.astype(np.float32)))
+        attrs(g.create_dataset("block0_items", data=np.arange(values.shape[1])), kind=b"integer")
+        attrs(g.create_dataset("block1_values", data=voxel_ids.astype(np.int64)[:, None]))
+        attrs(g.create_dataset("block1_items", data=np.array([b"voxel_id"])), kind=b"string")
+
+
+def make_things_fmri(openneuro: Path, figshare: Path, subjects=(1, 2)) -> dict:
+    """``ds004192`` (a DataLad dataset: BIDS events of the THINGS runs) and the Figshare+
+    files: ``betas_csv.zip`` (``betas_csv/sub-XX_ResponseData.h5`` in pandas' HDF5 layout,
+    ``_StimulusMetadata.csv``, ``_VoxelMetadata.csv``; ViCCo-Group/THINGS-data's
+    fmri_usage.ipynb) and ``brain_masks.zip`` (``sub-XX_space-T1w_brainmask.nii.gz``),
+    served as ``ndownloader/files/<id>``."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(6)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-6.0, -8.0, -4.0]
+    truth = {"affine": affine}
+    betas_zip = io.BytesIO()
+    masks_zip = io.BytesIO()
+    with zipfile.ZipFile(betas_zip, "w", zipfile.ZIP_DEFLATED) as bz, \
+            zipfile.ZipFile(masks_zip, "w", zipfile.ZIP_DEFLATED) as mz, \
+            tempfile.TemporaryDirectory() as tmp:
+        for subject in subjects:
+            sub = f"sub-{subject:02d}"
+            brain = rng.random(FMRI_GRID) < 0.7
+            ijk = np.argwhere(brain)
+            n_vox = len(ijk)
+            mask_path = Path(tmp) / f"{sub}_mask.nii.gz"
+            nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), mask_path)
+            mz.writestr(f"{sub}_space-T1w_brainmask.nii.gz", mask_path.read_bytes())
+            rows = []
+            for session in range(1, FMRI_SESSIONS + 1):
+                train = FMRI_TRAIN[(session - 1) * 12 : session * 12]
+                trial = [("train", n) for n in train] + [("test", n) for n in FMRI_TEST]
+                for k in rng.permutation(len(trial)):
+                    rows.append((trial[k][0], session, 1 + len(rows) % 2, trial[k][1]))
+            stim = pd.DataFrame({
+                "trial_type": [r[0] for r in rows], "session": [r[1] for r in rows],
+                "run": [r[2] for r in rows], "subject_id": subject,
+                "trial_id": np.arange(len(rows)), "stimulus": [r[3] for r in rows],
+                "concept": [r[3].rsplit("_", 1)[0] for r in rows],
+            })
+            patterns = {n: rng.normal(size=n_vox) for n in FMRI_TRAIN + FMRI_TEST}
+            session_shift = rng.normal(size=(FMRI_SESSIONS, n_vox))
+            values = np.stack([patterns[r[3]] + 0.5 * rng.normal(size=n_vox)
+                               + session_shift[r[1] - 1] for r in rows], axis=1)
+            voxels = pd.DataFrame({
+                "voxel_id": np.arange(n_vox), "subject_id": subject,
+                "voxel_x": ijk[:, 0], "voxel_y": ijk[:, 1], "voxel_z": ijk[:, 2],
+                "nc_singletrial": rng.uniform(0, 30, n_vox),
+                "nc_testset": rng.uniform(0, 80, n_vox),
+                "splithalf_uncorrected": rng.uniform(-0.1, 0.5, n_vox),
+                "splithalf_corrected": rng.uniform(-0.1, 0.7, n_vox),
+                "prf-eccentricity": rng.uniform(0, 10, n_vox),
+                "prf-polarangle": rng.uniform(0, 360, n_vox),
+                "prf-rsquared": rng.uniform(0, 1, n_vox),
+                "prf-size": rng.uniform(0, 5, n_vox),
+            })
+            for roi in FMRI_ROIS:
+                voxels[roi] = (rng.random(n_vox) < 0.15).astype(int)
+            voxels.loc[: n_vox // 4, FMRI_ROIS] = 0  # some voxels in no ROI
+            h5 = Path(tmp) / f"{sub}_ResponseData.h5"
+            write_pandas_frame(h5, "ResponseData", voxels["voxel_id"].to_numpy(), values)
+            bz.writestr(f"betas_csv/{sub}_ResponseData.h5", h5.read_bytes())
+            bz.writestr(f"betas_csv/{sub}_StimulusMetadata.csv", stim.to_csv(index=False))
+            bz.writestr(f"betas_csv/{sub}_VoxelMetadata.csv", voxels.to_csv(index=False))
+            if subject == subjects[0]:  # a large member the first subject's fetch must skip
+                bz.writestr(zipfile.ZipInfo("betas_csv/sub-03_ResponseData.h5"),
+                            rng.bytes(4 << 20))
+            truth[subject] = {"brain": brain, "stimuli": stim, "voxels": voxels,
+                              "values": values}
+    (figshare / "ndownloader" / "files").mkdir(parents=True, exist_ok=True)
+    (figshare / FIGSHARE_BETAS).write_bytes(betas_zip.getvalue())
+    (figshare / FIGSHARE_MASKS).write_bytes(masks_zip.getvalue())
+    openneuro.mkdir(parents=True, exist_ok=True)
+    (openneuro / "dataset_description.json").write_text(json.dumps(
+        {"Name": "THINGS-fMRI", "BIDSVersion": "1.6.0", "License": "CC0"}))
+    for subject in subjects:
+        func = openneuro / f"sub-{subject:02d}" / "ses-things01" / "func"
+        func.mkdir(parents=True)
+        stim = truth[subject]["stimuli"]
+        first = stim[stim["session"] == 1]
+        pd.DataFrame({"onset": np.arange(len(first)) * 4.5, "duration": 0.5,
+                      "trial_type": first["trial_type"].str.replace("train", "exp"),
+                      "file_path": first["concept"] + "/" + first["stimulus"]}).to_csv(
+            func / f"sub-{subject:02d}_ses-things01_task-things_run-01_events.tsv",
+            sep="\t", index=False)
+    save_datalad_dataset(openneuro, "THINGS-fMRI stand-in")
+    return truth
+
+
+def figshare_listing(api_root: Path, article: int, files: dict[str, str]) -> None:
+    """Figshare's ``GET /v2/articles/<id>/files`` answer, for :class:`RangeServer`."""
+    write_api_listing(api_root, f"v2/articles/{article}/files", [
+        {"id": k, "name": name, "download_url": url, "size": 0, "is_link_only": False}
+        for k, (name, url) in enumerate(files.items())])

@@ -13,8 +13,6 @@ from standins_things import (
     MEG_SHAPE,
     MEG_TEST,
     THINGS_PASSWORD,
-    make_things_images,
-    make_things_meg,
 )
 
 from datasets_fetchers import TermsNotAcceptedError, fetch_things_meg, load_encoder_inputs
@@ -26,25 +24,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 FIF = "derivatives/preprocessed/preprocessed_P1-epo{}.fif"
 
 
-@pytest.fixture(scope="session")
-def things_osf(tmp_path_factory):
-    root = tmp_path_factory.mktemp("things_osf")
-    return root, make_things_images(root)
-
-
-@pytest.fixture(scope="session")
-def ds004212(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds004212")
-    return root, make_things_meg(root)
-
-
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch, tmp_path, things_osf):
-    root, _ = things_osf
+def _no_network(monkeypatch, tmp_path, things_images_here):
     closed = f"http://127.0.0.1:{unused_port()}"
     monkeypatch.setattr(meg_module, "SOURCE", Source(name="things_meg", clone_url=closed))
-    monkeypatch.setattr(things_images, "ARCHIVE_URL", (root / "images_THINGS.zip").as_uri())
-    monkeypatch.setattr(things_images, "TERMS_URL", (root / "password_images.txt").as_uri())
     monkeypatch.delenv("AFO_DATA_MIRROR", raising=False)
     monkeypatch.setenv("AFO_DATA", str(tmp_path / "default_data_dir"))
 
