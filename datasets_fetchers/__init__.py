@@ -49,6 +49,7 @@ from ._registry import list_datasets
 from ._utils import get_data_dir
 from .cowley2023_v4 import fetch_cowley2023_v4
 from .nsd import fetch_nsd
+from .things_eeg2 import fetch_things_eeg2
 from .things_fmri import fetch_things_fmri
 from .things_meg import fetch_things_meg
 
@@ -59,6 +60,7 @@ __all__ = [
     "TermsNotAcceptedError",
     "fetch_cowley2023_v4",
     "fetch_nsd",
+    "fetch_things_eeg2",
     "fetch_things_fmri",
     "fetch_things_meg",
     "get_data_dir",

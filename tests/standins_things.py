@@ -269,3 +269,68 @@ def figshare_listing(api_root: Path, article: int, files: dict[str, str]) -> Non
     write_api_listing(api_root, f"v2/articles/{article}/files", [
         {"id": k, "name": name, "download_url": url, "size": 0, "is_link_only": False}
         for k, (name, url) in enumerate(files.items())])
+
+
+EEG2_CHANNELS = ["Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5", "PO7", "PO3",
+                 "POz", "PO4", "PO8", "P6", "P2"]
+EEG2_TIMES = np.round(np.arange(-0.2, 0.1, 0.01), 2)  # real: -0.2 to 0.79 s (100 points)
+EEG2_TRAIN = THINGS[1::12][:30]  # real: 16,540 images, 4 repeats
+EEG2_TEST = THINGS[7::40][:6]  # real: 200 images, 80 repeats
+EEG2_REPEATS = {"train": 4, "test": 8}
+
+
+def _npy_of(obj) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(obj, dtype=object), allow_pickle=True)
+    return buffer.getvalue()
+
+
+def make_things_eeg2(root: Path, subjects=(1, 2)) -> dict:
+    """The OSF layout of THINGS-EEG2: the image set (``image_metadata.npy``,
+    ``training_images.zip``, ``test_images.zip`` with ``<split>_images/<NNNNN_concept>/
+    <file>``) and one ``sub-XX.zip`` per subject holding ``sub-XX/preprocessed_eeg_
+    {training,test}.npy``, each a pickled dict (``preprocessed_eeg_data`` of shape
+    images x repetitions x channels x times, ``ch_names``, ``times``), as the authors'
+    preprocessing script saves them."""
+    rng = np.random.default_rng(7)
+    truth = {"metadata": {}, "jpeg": {}}
+    (root / "image_set").mkdir(parents=True)
+    (root / "anp5v").mkdir()
+    for split, images, folder in (("train", EEG2_TRAIN, "training"), ("test", EEG2_TEST,
+                                                                       "test")):
+        concepts = [f"{k + 1:05d}_{n.rsplit('_', 1)[0]}" for k, n in enumerate(images)]
+        truth["metadata"][f"{split}_img_files"] = list(images)
+        truth["metadata"][f"{split}_img_concepts"] = concepts
+        truth["metadata"][f"{split}_img_concepts_THINGS"] = [
+            f"{k * 7 + 1}_{c.split('_', 1)[1]}" for k, c in enumerate(concepts)]
+        with zipfile.ZipFile(root / "image_set" / f"{folder}_images.zip", "w") as zf:
+            for concept, name in zip(concepts, images):
+                data = tiny_jpeg(rng)
+                zf.writestr(f"{folder}_images/{concept}/{name}", data)
+                truth["jpeg"][name] = data
+    (root / "image_set" / "image_metadata.npy").write_bytes(_npy_of(truth["metadata"]))
+    n_ch, n_t = len(EEG2_CHANNELS), len(EEG2_TIMES)
+    patterns = {n: rng.normal(size=(n_ch, n_t)) for n in EEG2_TRAIN + EEG2_TEST}
+    for subject in subjects:
+        sub = f"sub-{subject:02d}"
+        with zipfile.ZipFile(root / "anp5v" / f"{sub}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            for split, images, folder in (("train", EEG2_TRAIN, "training"),
+                                          ("test", EEG2_TEST, "test")):
+                reps = EEG2_REPEATS[split]
+                data = np.stack([[patterns[n] + 0.5 * rng.normal(size=(n_ch, n_t))
+                                  for _ in range(reps)] for n in images])
+                zf.writestr(f"{sub}/preprocessed_eeg_{folder}.npy", _npy_of(
+                    {"preprocessed_eeg_data": data, "ch_names": EEG2_CHANNELS,
+                     "times": EEG2_TIMES}))
+                truth[(subject, split)] = data
+    return truth
+
+
+def osf_listing(api_root: Path, node: str, files: dict[str, str]) -> None:
+    """OSF's ``GET /v2/nodes/<node>/files/osfstorage/`` answer, for :class:`RangeServer`."""
+    write_api_listing(api_root, f"v2/nodes/{node}/files/osfstorage", {
+        "data": [{"id": f"id{k}", "type": "files",
+                  "attributes": {"name": name, "kind": "file", "size": 0},
+                  "links": {"download": url}} for k, (name, url) in enumerate(files.items())],
+        "links": {"next": None},
+    })
