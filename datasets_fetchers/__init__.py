@@ -48,6 +48,7 @@ from ._inputs import load_encoder_inputs
 from ._registry import list_datasets
 from ._utils import get_data_dir
 from .cowley2023_v4 import fetch_cowley2023_v4
+from .nod import fetch_nod
 from .nsd import fetch_nsd
 from .things_eeg2 import fetch_things_eeg2
 from .things_fmri import fetch_things_fmri
@@ -59,6 +60,7 @@ __all__ = [
     "NotEnoughSpaceError",
     "TermsNotAcceptedError",
     "fetch_cowley2023_v4",
+    "fetch_nod",
     "fetch_nsd",
     "fetch_things_eeg2",
     "fetch_things_fmri",
