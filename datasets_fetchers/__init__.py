@@ -47,6 +47,7 @@ from ._datalad import (
 from ._inputs import load_encoder_inputs
 from ._registry import list_datasets
 from ._utils import get_data_dir
+from .bold5000 import fetch_bold5000
 from .cowley2023_v4 import fetch_cowley2023_v4
 from .nod import fetch_nod
 from .nsd import fetch_nsd
@@ -59,6 +60,7 @@ __all__ = [
     "GitAnnexNotFoundError",
     "NotEnoughSpaceError",
     "TermsNotAcceptedError",
+    "fetch_bold5000",
     "fetch_cowley2023_v4",
     "fetch_nod",
     "fetch_nsd",
