@@ -82,6 +82,10 @@ def _fetch(args: argparse.Namespace) -> int:
     if args.subjects:
         kwargs[info.subject_argument] = args.subjects
     if args.sessions:
+        if not info.sessions:
+            print(f"afo-encoding fetch: {args.name} has no --sessions; give --subjects.",
+                  file=sys.stderr)
+            return 2
         if info.subject_argument == "sessions" and args.subjects:
             print(f"afo-encoding fetch: {args.name} calls its recording sessions subjects; "
                   "give them once, with --subjects or --sessions.", file=sys.stderr)
@@ -131,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--list", action="store_true",
                        help="list the data sets with their sizes and licences")
     fetch.add_argument("--subjects", nargs="+", metavar="ID",
-                       help="subjects to fetch (NSD: 1-8; cowley2023_v4: session dates)")
+                       help="subjects to fetch (NSD: 1-8; cowley2023_v4: session dates; "
+                       "see --list)")
     fetch.add_argument("--sessions", nargs="+", metavar="N", help="sessions to fetch")
     fetch.add_argument("--data-dir", help="where data sets live (default: $AFO_DATA, else "
                        "~/afo_data)")

@@ -30,6 +30,8 @@ class DatasetInfo:
         The fetcher's argument that ``--subjects`` fills.
     terms : bool
         Whether the terms must be accepted (``accept_terms=True``).
+    sessions : bool
+        Whether the fetcher takes ``sessions`` (``--sessions``).
     """
 
     name: str
@@ -40,6 +42,7 @@ class DatasetInfo:
     source: str
     subject_argument: str = "subjects"
     terms: bool = False
+    sessions: bool = True
 
     def load_fetcher(self) -> Callable:
         """The ``fetch_*`` function."""
@@ -70,6 +73,59 @@ DATASETS = {
             source="github.com/cowleygroup/V4_compact_models @ f4552ad, registered with "
             "datalad addurls",
             subject_argument="sessions",
+        ),
+        DatasetInfo(
+            name="things_fmri",
+            fetcher="fetch_things_fmri",
+            modality="fMRI 3T, 3 subjects, 8,740 THINGS images (+100 test images x 12)",
+            size="about 14 GB per subject of single-trial tables (its part of one 43 GB "
+            "zip, read by HTTP ranges), plus the 12 GB THINGS image archive (shared with "
+            "things_meg)",
+            license="CC0; the THINGS images under the THINGS terms (accept them first)",
+            source="OpenNeuro ds004192 (DataLad clone) + Figshare+ article 20492835 + "
+            "THINGS images on OSF (jum2f)",
+            terms=True,
+        ),
+        DatasetInfo(
+            name="things_meg",
+            fetcher="fetch_things_meg",
+            modality="MEG (271 sensors, 200 Hz), 4 participants, 22,448 THINGS images",
+            size="about 8 GB per participant (preprocessed epochs, 4 FIF parts), plus the "
+            "12 GB THINGS image archive (shared with things_fmri)",
+            license="CC0; the THINGS images under the THINGS terms (accept them first)",
+            source="OpenNeuro ds004212 (DataLad clone) + THINGS images on OSF (jum2f)",
+            terms=True,
+            sessions=False,
+        ),
+        DatasetInfo(
+            name="things_eeg2",
+            fetcher="fetch_things_eeg2",
+            modality="EEG (17 channels, 100 Hz), 10 subjects, 16,540 + 200 THINGS images",
+            size="about 1 GB per subject (preprocessed), plus the image set zips",
+            license="CC-BY-4.0",
+            source="OSF 3jk45 (components anp5v, y63gw), registered with datalad addurls",
+            sessions=False,
+        ),
+        DatasetInfo(
+            name="bold5000",
+            fetcher="fetch_bold5000",
+            modality="fMRI 3T, 4 subjects, 4,916 COCO/ImageNet/SUN images (release 2.0)",
+            size="about 270 MB per subject and session (15 sessions, CSI4 9), plus the "
+            "stimuli zip",
+            license="CC0; COCO, ImageNet and SUN images under their own terms",
+            source="OpenNeuro ds001499 (DataLad clone) + Figshare article 14456124 + "
+            "BOLD5000_Stimuli.zip",
+        ),
+        DatasetInfo(
+            name="nod",
+            fetcher="fetch_nod",
+            modality="fMRI 3T on the fsLR surface, 30 subjects, 57,000 ImageNet + 120 COCO "
+            "images",
+            size="about 25 MB per run: about 1 GB for subjects 1-9 (40 ImageNet and 10-11 "
+            "COCO runs), 0.25 GB for subjects 10-30; stimuli 0.1 MB each",
+            license="CC0; ImageNet and COCO images under their own terms",
+            source="OpenNeuro ds004496 (DataLad clone) + the authors' NOD-fmri support "
+            "files + COCO's image server",
         ),
     )
 }

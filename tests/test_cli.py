@@ -40,9 +40,11 @@ def test_python_dash_m_runs_the_command():
 def test_fetch_list_shows_sizes_and_licences(capsys):
     assert main(["fetch", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("nsd", "cowley2023_v4"):
+    for name in ("nsd", "cowley2023_v4", "things_fmri", "things_meg", "things_eeg2",
+                 "bold5000", "nod"):
         assert f"{name}\n" in out
     assert "GPL-3.0" in out
+    assert "CC-BY-4.0" in out
     assert "--accept-terms" in out
     assert "size:" in out
 
@@ -53,6 +55,11 @@ def test_fetch_without_accepting_terms_stops_and_says_where_to_read_them(tmp_pat
     assert "terms of use" in err
     assert "--accept-terms" in err
     assert not (tmp_path / "nsd").exists()
+
+
+def test_fetch_refuses_sessions_where_a_data_set_has_none(capsys):
+    assert main(["fetch", "things_eeg2", "--subjects", "1", "--sessions", "1"]) == 2
+    assert "things_eeg2 has no --sessions" in capsys.readouterr().err
 
 
 def test_fetch_names_unknown_data_sets(capsys):
