@@ -29,6 +29,8 @@ from afo_encoding._logging import progress
 from ._datalad import DownloadError, FetchedDataset, _is_local, _local_path
 
 _CHUNK = 1 << 22
+# Bytes per range request when reading an archive's members (they are read in one pass)
+ARCHIVE_BUFFER = 1 << 23
 
 
 class RangesNotSupportedError(OSError):
@@ -40,6 +42,8 @@ class RangeFile(io.RawIOBase):
 
     The size comes from a one-byte range request (``Content-Range``), which also works on
     the pre-signed storage URLs that Figshare and OSF redirect to (they refuse ``HEAD``).
+    Later requests go straight to the address the first one was redirected to, and back
+    to ``url`` when that address expires; a failed request is retried twice.
 
     Parameters
     ----------
@@ -61,6 +65,7 @@ class RangeFile(io.RawIOBase):
             if response.status != 206 or "/" not in content_range:
                 raise RangesNotSupportedError(f"{url} does not serve byte ranges.")
             self.size = int(content_range.rsplit("/", 1)[1])
+            self.resolved = response.geturl()
 
     def readable(self) -> bool:
         return True
@@ -77,14 +82,27 @@ class RangeFile(io.RawIOBase):
         return self.position
 
     def readinto(self, buffer) -> int:
+        import time
+
         count = min(len(buffer), self.size - self.position)
         if count <= 0:
             return 0
-        end = self.position + count - 1
-        request = urllib.request.Request(self.url,
-                                         headers={"Range": f"bytes={self.position}-{end}"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            data = response.read(count)
+        headers = {"Range": f"bytes={self.position}-{self.position + count - 1}"}
+        for attempt in range(3):
+            target = self.resolved if attempt == 0 else self.url
+            try:
+                request = urllib.request.Request(target, headers=headers)
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    data = response.read(count)
+                    self.resolved = response.geturl()
+                break
+            except (urllib.error.URLError, OSError) as err:
+                if attempt == 2:
+                    raise DownloadError(
+                        f"Reading bytes {headers['Range'][6:]} of {self.url} failed: {err}. "
+                        "Run again (files already extracted are kept), or read from a "
+                        "mirror (url= or AFO_DATA_MIRROR).", urls=[self.url]) from err
+                time.sleep(2.0 * (attempt + 1))
         buffer[: len(data)] = data
         self.position += len(data)
         return len(data)
@@ -166,7 +184,7 @@ def open_archive(dataset: FetchedDataset, relpath: str, url: str | None, *, rang
             return
         if ranged:
             try:
-                fileobj = open_remote(location)
+                fileobj = open_remote(location, buffer_size=ARCHIVE_BUFFER)
             except RangesNotSupportedError:
                 pass
             else:

@@ -45,9 +45,10 @@ def sources(tmp_path_factory):
 
 
 def _point_to_standins(mp, server, things_osf) -> None:
-    from datasets_fetchers import _things_images
+    from datasets_fetchers import _archives, _things_images
 
     allow_loopback(mp)
+    mp.setattr(_archives, "ARCHIVE_BUFFER", 1 << 20)  # the stand-in zip is small
     mp.setattr(fmri_module, "SOURCE", Source(
         name="things_fmri", clone_url=f"http://127.0.0.1:{unused_port()}/closed"))
     mp.setattr(repositories, "FIGSHARE_API", f"{server.url}/v2")
