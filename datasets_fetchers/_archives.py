@@ -251,7 +251,7 @@ def extract_members(dataset: FetchedDataset, archive: str, url: str | None,
             # zip's central directory order is the order of the bytes: read them in one pass
             infos = sorted((zf.getinfo(n) for n in resolved), key=lambda i: i.header_offset)
             local = Path(zf.filename) if zf.filename else None
-            if pwd and shutil.which("unzip") and local is not None and local.is_file():
+            if pwd and _unzip_program() and local is not None and local.is_file():
                 _unzip_binary(local, infos, resolved, dataset.path, password)
             else:
                 for info in progress(infos, verbose, desc=f"{Path(archive).name} members",
@@ -276,6 +276,11 @@ def _extract_one(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
             f"Could not decrypt {info.filename} of {zf.filename or 'the archive'}: {err}."
         ) from err
     partial.replace(target)
+
+
+def _unzip_program() -> str | None:
+    """Info-ZIP's ``unzip``, if installed."""
+    return shutil.which("unzip")
 
 
 def _unzip_binary(archive: Path, infos: list[zipfile.ZipInfo], resolved: Mapping[str, str],

@@ -53,3 +53,20 @@ def test_the_password_is_the_word_of_the_terms_that_opens_the_archive(tmp_path):
         assert _password_finder("Terms: research only.\nPassword: 's3cret'.")(zf) == "s3cret"
         with pytest.raises(PermissionError, match="None of the words"):
             _password_finder("no password here")(zf)
+
+
+@pytest.mark.parametrize("unzip", [True, False])
+def test_encrypted_members_with_or_without_the_unzip_program(tmp_path, monkeypatch, unzip):
+    from datasets_fetchers import _archives
+
+    if unzip and _archives._unzip_program() is None:
+        pytest.skip("Info-ZIP's unzip is not installed")
+    if not unzip:
+        monkeypatch.setattr(_archives, "_unzip_program", lambda: None)
+    files = {f"object_images/c/c_{k:02d}b.jpg": bytes([k]) * 300 for k in range(5)}
+    write_encrypted_zip(tmp_path / "src" / "e.zip", files, "pw")
+    dataset = open_dataset(Source(name="e"), data_dir=tmp_path / "data", verbose=0)
+    paths = extract_members(dataset, "e.zip", (tmp_path / "src" / "e.zip").as_uri(),
+                            {"c/c_03b.jpg": "images/c_03b.jpg", "c/c_01b.jpg": "images/c_01b.jpg"},
+                            password=_password_finder("password: pw"), save=False, verbose=0)
+    assert [p.read_bytes() for p in paths] == [bytes([3]) * 300, bytes([1]) * 300]

@@ -177,6 +177,15 @@ def test_unknown_rois_and_subjects_are_named(sources):
         fmri_module._roi_columns("V9", ["V1"])
 
 
+def test_noise_ceilings_carry_to_averages_as_the_authors_computed_them():
+    """nc_singletrial and nc_testset (12 repeats) of two voxels of sub-01's VoxelMetadata,
+    as printed in ViCCo-Group/THINGS-data's fmri_usage.ipynb."""
+    from datasets_fetchers._utils import scale_noise_ceiling
+
+    np.testing.assert_allclose(scale_noise_ceiling([1.102513, 2.134454], 12),
+                               [11.799193, 20.743164], rtol=5e-3)
+
+
 @pytest.mark.filterwarnings("ignore:\\s*your performance may suffer")
 def test_pandas_written_tables_read_the_same(tmp_path):
     pytest.importorskip("tables")
