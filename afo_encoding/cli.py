@@ -2,7 +2,8 @@
 
 ``afo-encoding demo`` fits an encoder on a simulated brain with the built-in defaults and
 reports how well it predicts, next to the planted noise ceiling; ``afo-encoding info``
-reports the installed stack (every dependency imports, and what torch can run on).
+reports the installed stack (every dependency imports, and what torch can run on);
+``afo-encoding fetch NAME`` downloads a public data set (``fetch --list`` lists them).
 """
 
 from __future__ import annotations
@@ -56,6 +57,52 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from datasets_fetchers._registry import DATASETS, list_datasets
+
+    if args.list:
+        for name, row in list_datasets().iterrows():
+            terms = " (terms must be accepted: --accept-terms)" if row["terms"] else ""
+            print(f"{name}\n  {row['modality']}\n  size:    {row['size']}\n"
+                  f"  license: {row['license']}{terms}\n  source:  {row['source']}")
+        return 0
+    if args.name is None:
+        print("afo-encoding fetch: give a data set name, or --list to see them: "
+              f"{', '.join(DATASETS)}.", file=sys.stderr)
+        return 2
+    if args.name not in DATASETS:
+        print(f"afo-encoding fetch: unknown data set {args.name!r}; known: "
+              f"{', '.join(DATASETS)} (afo-encoding fetch --list).", file=sys.stderr)
+        return 2
+    info = DATASETS[args.name]
+    kwargs: dict = {"data_dir": args.data_dir, "url": args.url,
+                    "verbose": 0 if args.quiet else 1}
+    if info.terms:
+        kwargs["accept_terms"] = args.accept_terms
+    if args.subjects:
+        kwargs[info.subject_argument] = args.subjects
+    if args.sessions:
+        if not info.sessions:
+            print(f"afo-encoding fetch: {args.name} has no --sessions; give --subjects.",
+                  file=sys.stderr)
+            return 2
+        if info.subject_argument == "sessions" and args.subjects:
+            print(f"afo-encoding fetch: {args.name} calls its recording sessions subjects; "
+                  "give them once, with --subjects or --sessions.", file=sys.stderr)
+            return 2
+        kwargs["sessions"] = args.sessions
+    try:
+        data = info.load_fetcher()(**kwargs)
+    except (ValueError, OSError, PermissionError, RuntimeError) as err:
+        print(f"afo-encoding fetch {args.name}: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: {len(data.subjects)} subject(s) in {data.data_dir}")
+    for subject, y in zip(data.subjects, data.responses):
+        print(f"  {subject}: {getattr(y, 'shape', '?')} responses")
+    print(f"license: {data.license}\ncite: {data.citation}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``afo-encoding`` command."""
     parser = argparse.ArgumentParser(
@@ -77,6 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="report the installed stack and the torch devices")
     info.set_defaults(func=_info)
+    fetch = sub.add_parser(
+        "fetch",
+        help="download a public data set (only the subjects/sessions asked for) with DataLad",
+        description="Download a public data set into the data directory (--data-dir, else "
+        "$AFO_DATA, else ~/afo_data) with DataLad, or read it from a mirror (--url, else "
+        "$AFO_DATA_MIRROR). Interrupted downloads resume when run again.",
+    )
+    fetch.add_argument("name", nargs="?", help="data set name (see --list)")
+    fetch.add_argument("--list", action="store_true",
+                       help="list the data sets with their sizes and licences")
+    fetch.add_argument("--subjects", nargs="+", metavar="ID",
+                       help="subjects to fetch (NSD: 1-8; cowley2023_v4: session dates; "
+                       "see --list)")
+    fetch.add_argument("--sessions", nargs="+", metavar="N", help="sessions to fetch")
+    fetch.add_argument("--data-dir", help="where data sets live (default: $AFO_DATA, else "
+                       "~/afo_data)")
+    fetch.add_argument("--url", help="read from this mirror instead of the public source")
+    fetch.add_argument("--accept-terms", action="store_true",
+                       help="accept the data set's terms of use (NSD), having read them")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bars")
+    fetch.set_defaults(func=_fetch)
     return parser
 
 

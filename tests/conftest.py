@@ -40,3 +40,32 @@ def realdata():
     if not (root / "cowley2023_v4").is_dir():
         pytest.skip(f"the real recordings are not at {root} (set AFO_REALDATA to their folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def things_osf(tmp_path_factory):
+    """A stand-in of the THINGS images on OSF (see tests/standins_things.py)."""
+    from standins_things import make_things_images
+
+    root = tmp_path_factory.mktemp("things_osf")
+    return root, make_things_images(root)
+
+
+@pytest.fixture(scope="session")
+def ds004212(tmp_path_factory):
+    """A stand-in of THINGS-MEG (OpenNeuro ds004212), a local DataLad dataset."""
+    from standins_things import make_things_meg
+
+    root = tmp_path_factory.mktemp("ds004212")
+    return root, make_things_meg(root)
+
+
+@pytest.fixture
+def things_images_here(monkeypatch, things_osf):
+    """Point the THINGS images' addresses to the local stand-in."""
+    from datasets_fetchers import _things_images
+
+    root, truth = things_osf
+    monkeypatch.setattr(_things_images, "ARCHIVE_URL", (root / "images_THINGS.zip").as_uri())
+    monkeypatch.setattr(_things_images, "TERMS_URL", (root / "password_images.txt").as_uri())
+    return truth

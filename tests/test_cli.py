@@ -35,3 +35,47 @@ def test_python_dash_m_runs_the_command():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "afo-encoding" in result.stdout
+
+
+def test_fetch_list_shows_sizes_and_licences(capsys):
+    assert main(["fetch", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("nsd", "cowley2023_v4", "things_fmri", "things_meg", "things_eeg2",
+                 "bold5000", "nod"):
+        assert f"{name}\n" in out
+    assert "GPL-3.0" in out
+    assert "CC-BY-4.0" in out
+    assert "--accept-terms" in out
+    assert "size:" in out
+
+
+def test_fetch_without_accepting_terms_stops_and_says_where_to_read_them(tmp_path, capsys):
+    assert main(["fetch", "nsd", "--subjects", "1", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "terms of use" in err
+    assert "--accept-terms" in err
+    assert not (tmp_path / "nsd").exists()
+
+
+def test_fetch_refuses_sessions_where_a_data_set_has_none(capsys):
+    assert main(["fetch", "things_eeg2", "--subjects", "1", "--sessions", "1"]) == 2
+    assert "things_eeg2 has no --sessions" in capsys.readouterr().err
+
+
+def test_fetch_names_unknown_data_sets(capsys):
+    assert main(["fetch", "imagenet"]) == 2
+    assert "unknown data set 'imagenet'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_fetch_downloads_the_sessions_asked_for(tmp_path, capsys, monkeypatch):
+    from standins import make_cowley2023_v4
+
+    monkeypatch.delenv("AFO_DATA_MIRROR", raising=False)
+    make_cowley2023_v4(tmp_path / "upstream")
+    code = main(["fetch", "cowley2023_v4", "--subjects", "210305", "--data-dir",
+                 str(tmp_path / "data"), "--url", str(tmp_path / "upstream"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "210305: (20, 4) responses" in out
+    assert "GPL-3.0" in out
