@@ -427,7 +427,7 @@ def _subject(dataset: FetchedDataset, subject: int, runs: list, mask: str, mesh:
     from nilearn.surface import PolyMesh, SurfaceImage
 
     from afo_encoding.metrics import ncsnr, noise_ceiling
-    from afo_encoding.responses import _hemisphere_coords
+    from afo_encoding.responses.surface import hemisphere_coords
 
     root = dataset.path
     rows, tables, cortex = [], [], None
@@ -484,7 +484,7 @@ def _subject(dataset: FetchedDataset, subject: int, runs: list, mask: str, mesh:
     surface = PolyMesh(left=str(root / _mesh_files(subject, mesh)[0]),
                        right=str(root / _mesh_files(subject, mesh)[1]))
     masker = SurfaceMasker(mask_img=SurfaceImage(mesh=surface, data=vertex_mask)).fit()
-    coords = _hemisphere_coords(surface)[0][np.concatenate(selected)]
+    coords = hemisphere_coords(surface)[0][np.concatenate(selected)]
     rois = pd.DataFrame({"mmp": mmp[columns]})
     if subject in COCO_RUNS:
         rois["floc"] = _floc(dataset, subject, keep.size)[columns]

@@ -274,9 +274,9 @@ def _fsaverage_mesh(paths: list[Path]):
 
 
 def _surface_coords(mesh) -> np.ndarray:
-    from afo_encoding.responses import _hemisphere_coords
+    from afo_encoding.responses.surface import hemisphere_coords
 
-    return _hemisphere_coords(mesh)[0]
+    return hemisphere_coords(mesh)[0]
 
 
 # ----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def _same_mesh(a: Any, b: Any) -> bool:
     )
 
 
-def _hemisphere_coords(mesh: Any) -> tuple[np.ndarray, list[float]]:
+def hemisphere_coords(mesh: Any) -> tuple[np.ndarray, list[float]]:
     """Vertex positions of all parts, later parts shifted along +x to stay apart.
 
     Each part after the first is moved by the smallest non-negative x shift that puts its
@@ -80,7 +80,7 @@ class SurfaceSpace(ResponseSpace):
         self.mesh = mesh
         self.parts = list(mesh.parts)
         self.n_vertices = [int(mesh.parts[p].n_vertices) for p in self.parts]
-        _, shifts = _hemisphere_coords(mesh)
+        _, shifts = hemisphere_coords(mesh)
         self.hemisphere_shifts = dict(zip(self.parts, shifts))
         super().__init__(**base)
 
@@ -206,7 +206,7 @@ def fit_surface(
     mesh = images[0].mesh
     images = _surface_images(images, mesh, lambda image: "surface image 0.")
     parts = list(mesh.parts)
-    raw_coords = _hemisphere_coords(mesh)[0] if coords is None else check_coords(
+    raw_coords = hemisphere_coords(mesh)[0] if coords is None else check_coords(
         coords, mesh.n_vertices, "vertex"
     )
     space = SurfaceSpace(
