@@ -524,6 +524,19 @@ def test_blended_targets_are_the_weighted_mean_of_truth_and_teacher():
     assert blended_targets(Y) is Y
 
 
+def test_stacking_weight_turns_off_what_predicts_nothing_and_undoes_overshrinkage():
+    from afo_encoding.encoders.ridge_recipe import stacking_weight
+
+    rng = np.random.default_rng(0)
+    residual = rng.standard_normal((500, 1))
+    noise = rng.standard_normal((500, 1))
+    local = np.hstack([residual, 0.5 * residual, noise, -residual, np.zeros((500, 1))])
+    weight = stacking_weight(np.repeat(residual, 5, axis=1), local)
+    np.testing.assert_allclose(weight[:2], [1.0, 2.0])  # right, and shrunk by half
+    assert weight[2] < 0.15  # unrelated: close to off
+    assert weight[3] == 0 and weight[4] == 0  # anti-correlated or constant: off, not negative
+
+
 def test_ridge_recipe_validation_scores_are_cross_validated_and_honest():
     X, y, coords = linear_problem(n=120, noise=2.0)
     enc = TopyEncoder(**TINY, random_state=0).fit(X[:100], y[:100], coords=coords)

@@ -16,8 +16,11 @@ what SGD is needed for, finding where every voxel looks, and solves the rest exa
 4. **Local heads.** Every voxel's features sampled where its RetinaMapper looks, in every
    layer, and a ridge per voxel on what the global branch left unexplained (its
    out-of-fold residuals), alpha by cross-validation
-   (:func:`~afo_encoding.encoders.voxelwise_ridge.voxelwise_ridge_cv`): the large alphas
-   of the grid turn the local readout off where it does not help.
+   (:func:`~afo_encoding.encoders.voxelwise_ridge.voxelwise_ridge_cv`, the
+   one-standard-error rule), then weighed against the global branch by a non-negative
+   stacking weight fitted to the out-of-fold predictions (:func:`stacking_weight`): where
+   the local readout predicts nothing the global branch missed, its weight is 0 and the
+   voxel is exactly the linear probe.
 
 The result is an ordinary :class:`~afo_encoding.nn.TopyNet` (``layer_mixing="concat"``)
 whose head weighs, for every voxel, the layers sampled at its point and the global scores.
@@ -58,6 +61,8 @@ class RidgeHeads:
         Each layer's share of the variance of the voxel's local readout.
     alpha_local, alpha_probe : ndarray of shape (n_voxels,)
         The ridge strengths chosen.
+    local_weight : ndarray of shape (n_voxels,)
+        The stacking weight of the local readout (0: the voxel is the global branch alone).
     """
 
     weight: np.ndarray
@@ -66,6 +71,12 @@ class RidgeHeads:
     layer_share: np.ndarray
     alpha_local: np.ndarray
     alpha_probe: np.ndarray
+    local_weight: np.ndarray
+
+    @property
+    def local_on(self) -> np.ndarray:
+        """Voxels whose prediction uses the local readout."""
+        return (self.alpha_local < 1e6) & (self.local_weight > 0)
 
 
 def image_folds(ids: Sequence[str], cv: Any = 5) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -245,6 +256,21 @@ def blended_targets(Y, loss_weight=None, soft_targets=None, soft_weight=None) ->
     return np.where(total > 0, blended, Y).astype(np.float32)
 
 
+def stacking_weight(residual: np.ndarray, local_oof: np.ndarray) -> np.ndarray:
+    """Each voxel's non-negative weight of the local branch (Breiman's stacked regression).
+
+    The least-squares weight ``w >= 0`` of the local branch's out-of-fold predictions of the
+    global branch's residuals: 0 where the local readout predicts nothing the global branch
+    missed (position-free voxels: the voxel is then exactly the linear probe), about 1 where
+    it does, above 1 where the one-standard-error rule shrank it more than it needed.
+    """
+    r = residual - residual.mean(0)
+    p = local_oof - local_oof.mean(0)
+    den = (p * p).sum(0)
+    w = np.where(den > 0, (r * p).sum(0) / np.maximum(den, 1e-300), 0.0)
+    return np.clip(w, 0.0, None)
+
+
 def solve_heads(
     model,
     store,
@@ -310,23 +336,27 @@ def solve_heads(
     local = voxelwise_ridge_cv(
         features, residual, alphas, folds, rule="one_standard_error", device=device
     )
-    bias += local.intercept
-    oof += local.cv_predictions
+    weight = stacking_weight(residual, local.cv_predictions)
+    mean_residual = residual.mean(0)
+    local_coef = local.coef * weight[:, None]
+    bias += weight * local.intercept + (1 - weight) * mean_residual
+    oof += mean_residual + weight * (local.cv_predictions - mean_residual)
     channels = [adapter.out_channels for adapter in model.adapters]
     batch = max(1, 2**25 // (len(Y) * sum(channels)))
-    share = _layer_share(features, local.coef, channels, n_voxels, batch)
+    share = _layer_share(features, local_coef, channels, n_voxels, batch)
     logger.info(
         "Ridge heads: %d voxels, local readout on for %.0f%% of them.",
         n_voxels,
-        100 * np.mean(local.alpha < 1e6),
+        100 * np.mean((local.alpha < 1e6) & (weight > 0)),
     )
     return RidgeHeads(
-        weight=np.concatenate([local.coef, probe_weight], axis=1),
+        weight=np.concatenate([local_coef, probe_weight], axis=1),
         bias=bias.astype(np.float32),
         cv_r=pearson_r(Y, oof.astype(np.float32)),
         layer_share=share.astype(np.float32),
         alpha_local=local.alpha,
         alpha_probe=alpha_probe,
+        local_weight=weight,
     )
 
 
@@ -357,5 +387,5 @@ def summary(heads: Sequence[RidgeHeads]) -> dict[str, Any]:
     """Numbers for the fit history: cross-validated r and how often the local readout is on."""
     return {
         "final_score": float(np.mean(np.concatenate([h.cv_r for h in heads]))),
-        "local_readout_on": float(np.mean(np.concatenate([h.alpha_local < 1e6 for h in heads]))),
+        "local_readout_on": float(np.mean(np.concatenate([h.local_on for h in heads]))),
     }

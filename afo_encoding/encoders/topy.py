@@ -304,9 +304,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
       point, next to a global branch that is a linear probe of the whole image (every
       layer pooled to a 4 x 4 grid, 1,000 principal components, as
       :class:`~afo_encoding.encoders.LinearProbeEncoder`). The local readout is fitted to
-      what the global branch leaves unexplained and switched off where cross-validation
-      says it does not help, so the model predicts at least as well as the linear probe
-      and better wherever responses are retinotopic. See
+      what the global branch leaves unexplained, then weighed by a non-negative stacking
+      weight fitted to its out-of-fold predictions: where it predicts nothing the global
+      branch missed, its weight is 0 and the voxel is the linear probe, so the model
+      predicts at least as well as the linear probe and better wherever responses are
+      retinotopic. See
       :mod:`afo_encoding.encoders.ridge_recipe` and the user guide for the measurements.
     - ``"sgd"``: the paper's recipe (section 4.6): trainable conv adapters, the
       LayerSelector, the global-pool branch and the heads all trained by SGD on a
