@@ -53,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(modality=args.modality, out_dir=args.out, random_state=args.seed,
-             verbose=not args.quiet)
+             verbose=not args.quiet, paper=args.paper)
     return 0
 
 
@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
-        help="fit a TopyEncoder on a simulated brain (pyramid backbone, CPU) and report "
-        "per-area scores next to the noise ceiling",
+        help="fit a TopyEncoder and the linear probe on a simulated brain (pyramid "
+        "backbone, CPU) and report per-area scores next to the noise ceiling",
     )
     demo.add_argument("--modality", choices=("fmri", "eeg", "meg"), default="fmri",
                       help="which simulated recording to fit (default: fmri)")
@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for the scores and figures (default: ./afo_demo)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--paper", action="store_true",
+                      help="the paper's recipe (SGD-trained heads) instead of the defaults")
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="report the installed stack and the torch devices")
     info.set_defaults(func=_info)
