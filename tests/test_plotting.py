@@ -185,6 +185,27 @@ def test_score_violins_per_roi_with_per_voxel_ceilings(tmp_path):
     assert n_ceilings(ax) == 3
 
 
+def test_score_comparison_counts_the_voxels_each_model_wins(tmp_path):
+    x = np.array([0.2, 0.4, 0.5, 0.6, np.nan, 0.3])
+    y = np.array([0.3, 0.5, 0.4, 0.7, 0.5, 0.3])
+    rois = np.array(["early", "early", "late", "late", "late", "late"])
+    fig = plotting.plot_score_comparison(x, y, labels=("probe r", "Topy r"), groups=rois,
+                                         noise_ceiling=0.8, output_file=tmp_path / "c.png")
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("probe r", "Topy r")
+    points = [c.get_offsets() for c in ax.collections]
+    assert [len(p) for p in points] == [2, 3]  # the NaN voxel is left out
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "early: 2 above, 0 below, median +0.100"
+    assert legend[1] == "late: 1 above, 1 below, median +0.000"
+    assert "1 voxels without a score" in ax.get_legend().get_title().get_text()
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="same voxels: got 6 and 5"):
+        plotting.plot_score_comparison(x, y[:5])
+    with pytest.raises(ValueError, match="one label per voxel"):
+        plotting.plot_score_comparison(x, y, groups=rois[:2])
+
+
 def test_score_violins_per_model_and_nested():
     rng = np.random.default_rng(0)
     fig = plotting.plot_score_distributions({"TopyNeck": rng.normal(0.5, 0.1, 80),

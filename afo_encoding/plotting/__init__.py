@@ -14,7 +14,7 @@ scores), so they also serve models fitted elsewhere.
   and the RetinaMapper (eccentricity, polar angle) on the brain, through
   :func:`plot_voxel_map`.
 - :func:`plot_score_distributions`: violins of voxel scores per ROI or per model, with
-  noise ceilings (Figure 1).
+  noise ceilings (Figure 1); :func:`plot_score_comparison`: two models voxel by voxel.
 - :func:`plot_veroi_dendrogram`: the veROI hierarchy and its cut (Figure 6).
 - :func:`plot_retrieval_grid`: the image shown next to the best candidates retrieved from
   the brain response, per ROI (Figures 7 and 9).
@@ -32,7 +32,7 @@ from .model_maps import plot_layer_selector, plot_retinotopy
 from .report import plot_encoder_report
 from .retina_map import plot_retina_map
 from .retrieval import plot_identification, plot_retrieval_grid
-from .scores import plot_score_distributions
+from .scores import plot_score_comparison, plot_score_distributions
 from .voxel_map import plot_voxel_map
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "plot_retina_map",
     "plot_retinotopy",
     "plot_retrieval_grid",
+    "plot_score_comparison",
     "plot_score_distributions",
     "plot_veroi_dendrogram",
     "plot_voxel_map",

@@ -1,4 +1,5 @@
-"""Violins of voxel scores per ROI or per model, with noise ceilings (the paper's Figure 1)."""
+"""Voxel scores: violins per ROI or per model with noise ceilings (the paper's Figure 1), and
+two models compared voxel by voxel."""
 
 from __future__ import annotations
 
@@ -172,3 +173,100 @@ def _draw_ceilings(ax: Axes, group_names: list, noise_ceiling: Any, voxel_groups
                       label=None if drawn else "noise ceiling", gid="noise-ceiling")
             drawn = True
     return drawn
+
+
+@fill_plot_doc
+def plot_score_comparison(
+    scores_x: Any,
+    scores_y: Any,
+    *,
+    labels: tuple[str, str] = ("model x", "model y"),
+    groups: Any = None,
+    noise_ceiling: Any = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    output_file: str | Path | None = None,
+) -> Figure:
+    """Two models' scores voxel by voxel: one point per voxel, the identity line, and how
+    many voxels each model wins.
+
+    Parameters
+    ----------
+    scores_x, scores_y : array-like of shape (n_voxels,)
+        Per-voxel scores (e.g. held-out Pearson r) of the two models, on the same voxels.
+        Voxels where either is NaN are left out (and counted in the legend).
+    labels : (str, str)
+        Names of the two models (axis labels).
+    groups : array-like of shape (n_voxels,) | None
+        A label per voxel (e.g. ROI names): one colour per group.
+    noise_ceiling : float | None
+        Drawn as dashed lines on both axes (in the units of the scores).
+    %(axes_options)s
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        A scatter per group; the legend says, per group, how many voxels lie above and
+        below the identity line and the median difference ``y - x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> probe = rng.uniform(0.2, 0.7, 70)
+    >>> fig = plot_score_comparison(probe, probe + rng.normal(0.01, 0.02, 70),
+    ...                             labels=("linear probe r", "TopyEncoder r"))
+    >>> len(fig.axes[0].collections)
+    1
+    """
+    x = np.asarray(scores_x, dtype=np.float64).reshape(-1)
+    y = np.asarray(scores_y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(
+            f"scores_x and scores_y must score the same voxels: got {x.size} and {y.size} "
+            "scores."
+        )
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not finite.any():
+        raise ValueError("No voxel has a finite score in both models.")
+    if groups is None:
+        table = {"voxels": np.flatnonzero(finite)}
+    else:
+        labels_of = np.asarray(groups).reshape(-1)
+        table = {g: np.flatnonzero(finite & (labels_of == g))
+                 for g in _group_names(groups, x.size)}
+    fig, ax = new_axes(ax, (4.6, 4.4))
+    for name, index in table.items():
+        if index.size == 0:
+            continue
+        diff = y[index] - x[index]
+        ax.scatter(x[index], y[index], s=14, alpha=0.75,
+                   label=f"{name}: {np.sum(diff > 0)} above, {np.sum(diff < 0)} below, "
+                         f"median {np.median(diff):+.3f}")
+    low = min(x[finite].min(), y[finite].min(), 0.0)
+    high = max(x[finite].max(), y[finite].max())
+    pad = 0.05 * (high - low or 1.0)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=0.8)
+    if noise_ceiling is not None:
+        ax.axvline(float(noise_ceiling), color="grey", linestyle="dashed", linewidth=0.8)
+        ax.axhline(float(noise_ceiling), color="grey", linestyle="dashed", linewidth=0.8,
+                   label="noise ceiling")
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    dropped = int(np.sum(~finite))
+    legend = ax.legend(fontsize="small", loc="upper left")
+    if dropped:
+        legend.set_title(f"{dropped} voxels without a score left out", prop={"size": "small"})
+    if title is not None:
+        ax.set_title(title)
+    return finish(fig, output_file)
+
+
+def _group_names(groups: Any, n: int) -> list:
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != n:
+        raise ValueError(f"groups must hold one label per voxel ({n}), got {groups.size}.")
+    return list(dict.fromkeys(groups.tolist()))
