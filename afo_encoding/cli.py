@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 _STACK = (
     "numpy", "scipy", "pandas", "scikit-learn", "torch", "nibabel", "nilearn", "mne",
-    "datalad", "lightning", "pytorch-optimizer", "transformers", "himalaya", "safetensors",
+    "datalad", "lightning", "pytorch-optimizer", "transformers", "safetensors",
     "joblib", "tqdm", "matplotlib",
 )
 _IMPORT_NAME = {"scikit-learn": "sklearn", "pytorch-optimizer": "pytorch_optimizer"}
