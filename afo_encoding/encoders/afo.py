@@ -305,8 +305,9 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds the folds, the random ROIs, veROI's k-means and every stage fit (all stage
         fits share one seed, so stages are compared on the same validation images).
-    verbose : bool, int or str, default=0
-        Stage messages and a progress bar over the fits of a stage.
+    verbose : bool, int, str or None, default=None
+        Stage messages and a progress bar over the fits of a stage (INFO or lower);
+        ``None`` follows :func:`afo_encoding.set_log_level`, as in MNE.
 
     Attributes
     ----------
@@ -385,7 +386,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         memory: Any = None,
         checkpoint_dir: str | Path | None = None,
         random_state: Any = None,
-        verbose: Any = 0,
+        verbose: Any = None,
     ):
         self.estimator = estimator
         self.rois = rois

@@ -168,8 +168,9 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         Voxels solved together (``None``: about 512 MiB of working memory).
     random_state : int, RandomState or None, default=None
         Seeds the randomized PCA (used when few components of many features are kept).
-    verbose : bool, int or str, default=0
-        Progress bars and log messages when 1 or more.
+    verbose : bool, int, str or None, default=None
+        Progress bars and log messages when 1 or more (INFO or lower); ``None`` follows
+        :func:`afo_encoding.set_log_level`, as in MNE.
 
     Attributes
     ----------
@@ -244,7 +245,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         batch_size: int = 32,
         n_targets_batch: int | None = None,
         random_state: Any = None,
-        verbose: Any = 0,
+        verbose: Any = None,
     ):
         self.backbone = backbone
         self.layers = layers

@@ -414,8 +414,9 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         Seeds the initial weights, the validation split, the batches and the training
         noise. With ``None`` the validation split is still fixed per data set (drawn from
         the images' ids), so an interrupted unseeded fit can resume.
-    verbose : bool, int or str, default=0
-        Progress bars (epochs, feature extraction) when 1 or more.
+    verbose : bool, int, str or None, default=None
+        Progress bars (epochs, feature extraction) when 1 or more (INFO or lower); ``None`` follows
+        :func:`afo_encoding.set_log_level`, as in MNE.
 
     Attributes
     ----------
@@ -527,7 +528,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         memory: Any = None,
         checkpoint_dir: str | Path | None = None,
         random_state: Any = None,
-        verbose: Any = 0,
+        verbose: Any = None,
     ):
         self.backbone = backbone
         self.layers = layers
