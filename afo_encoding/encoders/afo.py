@@ -798,11 +798,12 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "final_estimator_")
         return self.final_estimator_.score(X, y, subject=subject)
 
-    def inverse_transform(self, Y: Any, subject: int = 0) -> Any:
+    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
         """Per-voxel values back in the container ``y`` came in (see
-        :meth:`TopyEncoder.inverse_transform`)."""
+        :meth:`TopyEncoder.inverse_transform`; ``like=`` keeps the events and metadata of
+        the Epochs predicted)."""
         check_is_fitted(self, "final_estimator_")
-        return self.final_estimator_.inverse_transform(Y, subject=subject)
+        return self.final_estimator_.inverse_transform(Y, subject=subject, **kwargs)
 
     # -------------------------------------------------------------------- persistence
 

@@ -491,13 +491,17 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
             pred = pred.reshape(len(pred), -1)
         return float(np.mean(pearson_r(Y, pred)))
 
-    def inverse_transform(self, Y: Any) -> Any:
+    def inverse_transform(self, Y: Any, **kwargs: Any) -> Any:
         """Give predictions (or any per-voxel values) back in the container ``y`` came in.
 
         Parameters
         ----------
         Y : array-like of shape (n_samples, n_voxels) or (n_voxels,)
             E.g. ``predict(X)``, or ``cv_scores_`` / ``np.log10(alpha_)`` to map them.
+        **kwargs
+            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
+            measured epochs whose images were predicted keeps their events, event_id and
+            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
 
         Returns
         -------
@@ -505,7 +509,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
             Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
         """
         check_is_fitted(self, "coef_")
-        return self.space_.inverse_transform(Y)
+        return self.space_.inverse_transform(Y, **kwargs)
 
     # ------------------------------------------------------------------ persistence
 

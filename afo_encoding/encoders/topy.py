@@ -1100,7 +1100,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             pred = pred.reshape(len(pred), -1)
         return float(np.mean(pearson_r(Y, pred)))
 
-    def inverse_transform(self, Y: Any, subject: int = 0) -> Any:
+    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
         """Give predictions (or any per-voxel values) back in the container ``y`` came in.
 
         Parameters
@@ -1109,6 +1109,10 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             E.g. ``predict(X)``, or ``validation_scores_`` to map scores on the brain.
         subject : int, default=0
             Which subject's space.
+        **kwargs
+            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
+            measured epochs whose images were predicted keeps their events, event_id and
+            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
 
         Returns
         -------
@@ -1116,7 +1120,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
         """
         check_is_fitted(self, "model_")
-        return self._space(self._subject(subject)).inverse_transform(Y)
+        return self._space(self._subject(subject)).inverse_transform(Y, **kwargs)
 
     # ------------------------------------------------------------------ persistence
 
