@@ -471,7 +471,8 @@ def test_identification_results_print_in_one_line():
     scores = np.eye(200) + 0.8 * rng.normal(size=(200, 200))
     acc = identification_accuracy(scores, np.arange(200))
     text = repr(acc)
-    assert "\n" not in text and len(text) < 200
+    assert "\n" not in text
+    assert len(text) < 200
     assert text.startswith("<IdentificationResult | 200 queries among 200 candidates")
     assert f"top-1 {acc.top1:.3f} (chance 0.005)" in text
     assert "median rank" in text
@@ -479,7 +480,8 @@ def test_identification_results_print_in_one_line():
     protocol = identification_protocol(scores, np.arange(200), n_candidates=50,
                                        n_repeats=200, random_state=0)
     text = repr(protocol)
-    assert "\n" not in text and len(text) < 200
+    assert "\n" not in text
+    assert len(text) < 200
     assert "50 candidates drawn 200 times" in text
     assert f"top-5 {protocol.top5:.3f} \u00b1 {protocol.top5_std:.3f}" in text
     assert protocol.draws.shape == (200, 2)
