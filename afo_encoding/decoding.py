@@ -729,7 +729,8 @@ def identification_protocol(
         A Bunch, printed as one line. For every ``k``: ``top{k}`` (mean accuracy over
         draws), ``top{k}_std`` (its standard deviation over draws) and
         ``chance_top{k}`` (``k / N``); ``draws``, the accuracies of every draw, shape
-        ``(n_repeats, len(k))`` (NaN for a draw that held no query's true image); ``n_candidates`` and ``n_repeats``.
+        ``(n_repeats, len(k))`` (NaN for a draw that held no query's true image);
+        ``n_candidates`` and ``n_repeats``.
 
     Examples
     --------
