@@ -161,8 +161,8 @@ class LogProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def _log(self) -> None:
-        if self._logged == self.n:
-            return
+        if self._logged == self.n or (self.total is not None and self.total <= 1):
+            return  # a one-step "progress" says nothing
         self._logged = self.n
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         with use_log_level(min(self.level, logger.level)):
