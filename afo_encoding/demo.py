@@ -284,6 +284,7 @@ def run_demo(
     figures = plot_encoder_report(
         encoder, data.images[test], y_test, out_dir / "figures",
         rois=np.asarray(data.rois), noise_ceiling=np.asarray(data.noise_ceiling),
+        baseline=probe, roi_order=("early", "mid", "late"),
     )
     seconds["figures"] = time.perf_counter() - clock
     summary["figures"] = {name: str(path) for name, path in figures.items()}
