@@ -140,8 +140,9 @@ def run_demo(
         Folder for ``scores.csv`` (one row per voxel: area, test r of the TopyEncoder and
         of the linear probe, noise ceiling, learned and planted pRF centre),
         ``summary.json`` (per-area table, settings, timings), the figures of
-        :func:`afo_encoding.plotting.plot_encoder_report` under ``figures/``, and for fMRI
-        ``test_r.nii.gz``, the test r of every voxel on the brain.
+        :func:`afo_encoding.plotting.plot_encoder_report` under ``figures/``,
+        ``report.html`` (:func:`afo_encoding.report.generate_report`: one self-contained
+        page), and for fMRI ``test_r.nii.gz``, the test r of every voxel on the brain.
     random_state : int or None
         Seed of the simulation and of the fit.
     verbose : bool, int or str
@@ -288,6 +289,17 @@ def run_demo(
     )
     seconds["figures"] = time.perf_counter() - clock
     summary["figures"] = {name: str(path) for name, path in figures.items()}
+    from .report import generate_report
+
+    clock = time.perf_counter()
+    generate_report(
+        encoder, data.images[test], y_test, baseline=probe, rois=np.asarray(data.rois),
+        noise_ceiling=np.asarray(data.noise_ceiling), roi_order=("early", "mid", "late"),
+        title=f"TopyEncoder on a simulated {modality.upper()} recording (afo-encoding demo)",
+        output_file=out_dir / "report.html",
+    )
+    seconds["report"] = time.perf_counter() - clock
+    summary["report"] = str(out_dir / "report.html")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
     recipe = "the paper's SGD recipe" if paper else "defaults"
@@ -299,6 +311,6 @@ def run_demo(
     )
     sys.stdout.write(
         f"{header}\n{_format_table(rows, modality)}\n{summary['in_words']}\n"
-        f"Scores written to {out_dir}\n"
+        f"Scores written to {out_dir}; open {out_dir / 'report.html'} in a browser.\n"
     )
     return summary

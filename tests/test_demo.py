@@ -74,6 +74,13 @@ def test_demo_quick_is_a_smoke_test_of_everything(tmp_path, capsys):
     assert "noise ceiling" in capsys.readouterr().out
     assert (tmp_path / "scores.csv").exists()
     assert summary["seconds"]["fit"] < 60
+    # the demo writes the HTML report of the encoder it fitted, with the linear probe
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert summary["report"] == str(tmp_path / "report.html")
+    for section in ("summary", "scores", "retina-map", "layer-selector", "score-map",
+                    "history", "parameters", "data"):
+        assert f'<section id="{section}">' in page
+    assert "LinearProbeEncoder r" in page
 
 
 def test_demo_refuses_a_bad_max_epochs(tmp_path):

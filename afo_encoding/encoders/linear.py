@@ -568,3 +568,9 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
+        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
+        from ..report import generate_report
+
+        return generate_report(self, X_test, y_test, **kwargs)

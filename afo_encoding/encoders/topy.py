@@ -1209,3 +1209,9 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         # the estimator checks' data sets are tiny and their fits a few epochs long
         tags.regressor_tags.poor_score = True
         return tags
+
+    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
+        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
+        from ..report import generate_report
+
+        return generate_report(self, X_test, y_test, **kwargs)
