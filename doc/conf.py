@@ -99,9 +99,10 @@ def _undocumented_methods(env) -> list[str]:
         for attr, value in vars(cls).items():
             if attr.startswith("_") or attr.endswith("_request"):
                 continue  # private, or scikit-learn's generated metadata-routing setters
-            if inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod)):
-                if f"{name}.{attr}" not in objects:
-                    missing.append(f"{name}.{attr}")
+            method = inspect.isfunction(value) or isinstance(value, (classmethod,
+                                                                     staticmethod))
+            if method and f"{name}.{attr}" not in objects:
+                missing.append(f"{name}.{attr}")
     return sorted(missing)
 
 
