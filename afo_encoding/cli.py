@@ -53,7 +53,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(modality=args.modality, out_dir=args.out, random_state=args.seed,
-             verbose=not args.quiet, paper=args.paper)
+             verbose=not args.quiet, paper=args.paper, max_epochs=args.max_epochs,
+             quick=args.quick)
     return 0
 
 
@@ -123,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--paper", action="store_true",
                       help="the paper's recipe (SGD-trained heads) instead of the defaults")
+    demo.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                      help="epochs of the TopyEncoder's fit (default: the recipe's own)")
+    demo.add_argument("--quick", action="store_true",
+                      help="smoke test in seconds: a smaller brain and 2 epochs (the scores "
+                      "say that everything runs, not how well)")
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="report the installed stack and the torch devices")
     info.set_defaults(func=_info)

@@ -36,6 +36,7 @@ from sklearn.utils import Bunch, check_random_state
 from ._logging import logger, progress, use_log_level
 
 __all__ = [
+    "IdentificationResult",
     "identification_accuracy",
     "identification_protocol",
     "rank_candidates",
@@ -601,6 +602,34 @@ def _check_ks(k: Any) -> list[int]:
     return [int(v) for v in ks]
 
 
+class IdentificationResult(Bunch):
+    """What :func:`identification_accuracy` and :func:`identification_protocol` return.
+
+    A :class:`~sklearn.utils.Bunch` (``result.top1``, ``result["ranks"]``) whose repr is
+    one line of accuracies against chance, not the arrays of ranks or draws it holds.
+    """
+
+    def __repr__(self) -> str:
+        ks = sorted(int(key[3:]) for key in self
+                    if key.startswith("top") and key[3:].isdigit())
+        parts = []
+        for v in ks:
+            spread = f" \u00b1 {self[f'top{v}_std']:.3f}" if f"top{v}_std" in self else ""
+            parts.append(f"top-{v} {self[f'top{v}']:.3f}{spread} "
+                         f"(chance {self[f'chance_top{v}']:.3f})")
+        if "draws" in self:
+            setting = (f"{self['n_candidates']} candidates drawn {self['n_repeats']} times")
+        else:
+            ranks = np.asarray(self.get("ranks", []))
+            setting = f"{ranks.size} queries among {self['n_candidates']} candidates"
+            if ranks.size:
+                parts.append(f"median rank {np.median(ranks):g}")
+        return f"<IdentificationResult | {setting}: {', '.join(parts)}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's display
+        printer.text(repr(self))
+
+
 def identification_accuracy(
     scores: Any, true_index: Any, k: int | Iterable[int] = (1, 5)
 ) -> Bunch:
@@ -622,10 +651,11 @@ def identification_accuracy(
 
     Returns
     -------
-    result : Bunch
-        ``top{k}`` (fraction of queries, in [0, 1]) and ``chance_top{k}``
-        (``min(k, N) / N`` for ``N`` candidates) for every ``k``; ``ranks``, the rank of
-        the true image for every query (1 is best, ties averaged); ``n_candidates``.
+    result : IdentificationResult
+        A Bunch, printed as one line: ``top{k}`` (fraction of queries, in [0, 1]) and
+        ``chance_top{k}`` (``min(k, N) / N`` for ``N`` candidates) for every ``k``;
+        ``ranks``, the rank of the true image for every query (1 is best, ties
+        averaged); ``n_candidates``.
 
     Examples
     --------
@@ -653,7 +683,7 @@ def identification_accuracy(
     true_score = scores[np.arange(n_queries), true_index][:, None]
     greater = (scores > true_score).sum(axis=1)
     ties = (scores == true_score).sum(axis=1) - 1
-    result = Bunch(ranks=greater + ties / 2.0 + 1.0, n_candidates=n_candidates)
+    result = IdentificationResult(ranks=greater + ties / 2.0 + 1.0, n_candidates=n_candidates)
     for v in ks:
         hit = np.clip((v - greater) / (ties + 1.0), 0.0, 1.0)
         result[f"top{v}"] = float(hit.mean()) if n_queries else float("nan")
@@ -695,11 +725,12 @@ def identification_protocol(
 
     Returns
     -------
-    result : Bunch
-        For every ``k``: ``top{k}`` (mean accuracy over draws), ``top{k}_std`` (its
-        standard deviation over draws) and ``chance_top{k}`` (``k / N``); ``draws``, the
-        accuracies of every draw, shape ``(n_repeats, len(k))`` (NaN for a draw that
-        held no query's true image); ``n_candidates`` and ``n_repeats``.
+    result : IdentificationResult
+        A Bunch, printed as one line. For every ``k``: ``top{k}`` (mean accuracy over
+        draws), ``top{k}_std`` (its standard deviation over draws) and
+        ``chance_top{k}`` (``k / N``); ``draws``, the accuracies of every draw, shape
+        ``(n_repeats, len(k))`` (NaN for a draw that held no query's true image);
+        ``n_candidates`` and ``n_repeats``.
 
     Examples
     --------
@@ -744,7 +775,8 @@ def identification_protocol(
         raise ValueError(
             "No draw held the true image of any query; check true_index against the pool."
         )
-    result = Bunch(draws=draws, n_candidates=int(n_candidates), n_repeats=int(n_repeats))
+    result = IdentificationResult(draws=draws, n_candidates=int(n_candidates),
+                                  n_repeats=int(n_repeats))
     for i, v in enumerate(ks):
         result[f"top{v}"] = float(np.nanmean(draws[:, i]))
         result[f"top{v}_std"] = float(np.nanstd(draws[:, i]))

@@ -47,6 +47,11 @@ PAPER_ENCODER = {
     "top_k": 5,
 }
 N_TEST = 200
+#: ``afo-encoding demo --quick``: a smoke test of the whole demo in seconds (a smaller
+#: brain, fewer images, two epochs); its scores say that everything runs, not how well
+QUICK_DATA = {**DEMO_DATA, "n_images": 400, "n_voxels": 150, "n_repeats": 2}
+QUICK_N_TEST = 80
+QUICK_MAX_EPOCHS = 2
 
 
 def _area_table(rois, r, ceiling, retina, prf, r_linear=None) -> list[dict[str, Any]]:
@@ -120,6 +125,8 @@ def run_demo(
     verbose: bool | int | str | None = True,
     device: str = "auto",
     paper: bool = False,
+    max_epochs: int | None = None,
+    quick: bool = False,
     **encoder_params: Any,
 ) -> dict[str, Any]:
     """Fit a TopyEncoder on a simulated brain; print and save per-area scores.
@@ -133,8 +140,9 @@ def run_demo(
         Folder for ``scores.csv`` (one row per voxel: area, test r of the TopyEncoder and
         of the linear probe, noise ceiling, learned and planted pRF centre),
         ``summary.json`` (per-area table, settings, timings), the figures of
-        :func:`afo_encoding.plotting.plot_encoder_report` under ``figures/``, and for fMRI
-        ``test_r.nii.gz``, the test r of every voxel on the brain.
+        :func:`afo_encoding.plotting.plot_encoder_report` under ``figures/``,
+        ``report.html`` (:func:`afo_encoding.report.generate_report`: one self-contained
+        page), and for fMRI ``test_r.nii.gz``, the test r of every voxel on the brain.
     random_state : int or None
         Seed of the simulation and of the fit.
     verbose : bool, int or str
@@ -144,8 +152,14 @@ def run_demo(
     paper : bool
         Fit the paper's recipe (:data:`PAPER_ENCODER`: SGD-trained heads) instead of
         TopyEncoder's defaults (:data:`DEMO_ENCODER`: closed-form ridge heads).
+    max_epochs : int or None
+        Epochs of the TopyEncoder's fit (``None``: the recipe's own, or 2 with
+        ``quick``).
+    quick : bool
+        A smoke test in seconds: a smaller simulated brain (:data:`QUICK_DATA`), fewer
+        test images and 2 epochs; the scores say that everything runs, not how well.
     **encoder_params
-        Override the encoder's parameters (e.g. ``max_epochs=5`` for a smoke test).
+        Override other parameters of the encoder.
 
     Returns
     -------
@@ -163,15 +177,23 @@ def run_demo(
         raise ValueError(f"modality must be 'fmri', 'eeg' or 'meg', got {modality!r}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(
+            max_epochs, int) or max_epochs < 1):
+        raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
+    data_params, n_test = (QUICK_DATA, QUICK_N_TEST) if quick else (DEMO_DATA, N_TEST)
+    if max_epochs is None and quick:
+        max_epochs = QUICK_MAX_EPOCHS
+    if max_epochs is not None:
+        encoder_params["max_epochs"] = max_epochs
     seconds = {}
     with use_log_level(verbose):
         clock = time.perf_counter()
         data = make_retinotopic_dataset(
-            modality=modality, random_state=random_state, verbose=verbose, **DEMO_DATA
+            modality=modality, random_state=random_state, verbose=verbose, **data_params
         )
         seconds["simulate"] = time.perf_counter() - clock
         n = len(data.images)
-        train, test = np.arange(n - N_TEST), np.arange(n - N_TEST, n)
+        train, test = np.arange(n - n_test), np.arange(n - n_test, n)
         if modality == "fmri":
             from nilearn.image import index_img
 
@@ -223,10 +245,11 @@ def run_demo(
         "in_words": _in_words(rows, seconds),
         "validation_r_per_epoch": encoder.history_["val_score"],
         "settings": {
-            "data": DEMO_DATA,
+            "data": data_params,
             "encoder": params,
             "random_state": random_state,
-            "n_test_images": N_TEST,
+            "n_test_images": n_test,
+            "quick": quick,
         },
         "seconds": seconds,
         "out_dir": str(out_dir),
@@ -262,20 +285,32 @@ def run_demo(
     figures = plot_encoder_report(
         encoder, data.images[test], y_test, out_dir / "figures",
         rois=np.asarray(data.rois), noise_ceiling=np.asarray(data.noise_ceiling),
+        baseline=probe, roi_order=("early", "mid", "late"),
     )
     seconds["figures"] = time.perf_counter() - clock
     summary["figures"] = {name: str(path) for name, path in figures.items()}
+    from .report import generate_report
+
+    clock = time.perf_counter()
+    generate_report(
+        encoder, data.images[test], y_test, baseline=probe, rois=np.asarray(data.rois),
+        noise_ceiling=np.asarray(data.noise_ceiling), roi_order=("early", "mid", "late"),
+        title=f"TopyEncoder on a simulated {modality.upper()} recording (afo-encoding demo)",
+        output_file=out_dir / "report.html",
+    )
+    seconds["report"] = time.perf_counter() - clock
+    summary["report"] = str(out_dir / "report.html")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
     recipe = "the paper's SGD recipe" if paper else "defaults"
     header = (
         f"TopyEncoder ({recipe}) and "
         f"LinearProbeEncoder on a simulated {modality.upper()} recording: {len(train)} "
-        f"training images, {N_TEST} test images, {len(r)} "
+        f"training images, {n_test} test images, {len(r)} "
         f"{'voxels' if modality == 'fmri' else 'columns'}."
     )
     sys.stdout.write(
         f"{header}\n{_format_table(rows, modality)}\n{summary['in_words']}\n"
-        f"Scores written to {out_dir}\n"
+        f"Scores written to {out_dir}; open {out_dir / 'report.html'} in a browser.\n"
     )
     return summary

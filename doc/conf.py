@@ -24,7 +24,12 @@ extensions = [
 ]
 
 autosummary_generate = True
+# class pages list their own methods (doc/_templates/autosummary/class.rst), as
+# scikit-learn's do; numpydoc's own member tables would repeat them
 numpydoc_show_class_members = False
+templates_path = ["_templates"]
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
 
 intersphinx_mapping = {
@@ -67,7 +72,49 @@ sphinx_gallery_conf = {
     else r"/plot_(?!fetch_)",
     "download_all_examples": False,
     "reference_url": {"afo_encoding": None},
+    # "Gallery examples using X" on every API page (the minigallery of the templates)
+    "doc_module": ("afo_encoding",),
+    "backreferences_dir": "gen_modules/backreferences",
 }
 
 html_theme = "pydata_sphinx_theme"
 html_title = "afo-encoding"
+
+
+def _undocumented_methods(env) -> list[str]:
+    """Public methods of the documented classes that have no entry of their own."""
+    import importlib
+    import inspect
+
+    objects = env.get_domain("py").objects
+    missing = []
+    for name, entry in objects.items():
+        if entry.objtype not in ("class", "exception") or entry.aliased:
+            continue
+        module_name, _, class_name = name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        for attr, value in vars(cls).items():
+            if attr.startswith("_") or attr.endswith("_request"):
+                continue  # private, or scikit-learn's generated metadata-routing setters
+            method = inspect.isfunction(value) or isinstance(value, (classmethod,
+                                                                     staticmethod))
+            if method and f"{name}.{attr}" not in objects:
+                missing.append(f"{name}.{attr}")
+    return sorted(missing)
+
+
+def _check_methods_documented(app, env) -> None:
+    """Fail the build (-W) when a public method of an API class is not on its page."""
+    from sphinx.util import logging
+
+    for name in _undocumented_methods(env):
+        logging.getLogger(__name__).warning(
+            "%s is public but not documented: give it a docstring (class pages list "
+            "their methods through doc/_templates/autosummary/class.rst).", name)
+
+
+def setup(app):
+    app.connect("env-check-consistency", _check_methods_documented)

@@ -359,6 +359,7 @@ def test_freeze_readout_in_parallel_fits_and_its_own_checkpoint_folder(
     assert len(list(tmp_path.glob("checkpoints/afo-*"))) == 2
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: out of the quick set
 def test_freeze_readout_reaches_process_workers(tmp_path, monkeypatch):
     """loky workers are other processes: the frozen readout travels to them pickled, and
     each stage fit there gives what it gives in the parent, bit for bit. The temporary

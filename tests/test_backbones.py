@@ -400,6 +400,7 @@ def test_efficientnet_lite0_is_really_pretrained(lite0):
     assert int(_logits(random, [photo]).argmax()) != _MILITARY_UNIFORM
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: out of the quick set
 def test_efficientnet_lite0_knows_objects_and_faces(lite0, realdata):
     from scipy.io import loadmat
 

@@ -26,6 +26,9 @@ def test_unknown_command_is_refused():
 def test_demo_arguments_have_laptop_defaults():
     args = build_parser().parse_args(["demo"])
     assert (args.modality, args.out, args.seed, args.quiet) == ("fmri", "afo_demo", 0, False)
+    assert (args.max_epochs, args.quick) == (None, False)
+    args = build_parser().parse_args(["demo", "--max-epochs", "3", "--quick"])
+    assert (args.max_epochs, args.quick) == (3, True)
     assert not args.paper  # the defaults, not the paper's SGD recipe
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--modality", "ecog"])

@@ -463,3 +463,25 @@ def test_topy_encoder_identifies_far_above_chance_on_simulated_fmri():
     protocol = identification_protocol(scores, np.arange(N_TEST), n_candidates=20,
                                        n_repeats=100, random_state=0)
     assert protocol.top1 - 3 * protocol.top1_std > protocol.chance_top1
+
+
+def test_identification_results_print_in_one_line():
+    # printing a result shows accuracies against chance, not 200 ranks or a 200x2 array
+    rng = np.random.default_rng(0)
+    scores = np.eye(200) + 0.8 * rng.normal(size=(200, 200))
+    acc = identification_accuracy(scores, np.arange(200))
+    text = repr(acc)
+    assert "\n" not in text
+    assert len(text) < 200
+    assert text.startswith("<IdentificationResult | 200 queries among 200 candidates")
+    assert f"top-1 {acc.top1:.3f} (chance 0.005)" in text
+    assert "median rank" in text
+    assert acc["ranks"].shape == (200,)  # still a Bunch of the numbers
+    protocol = identification_protocol(scores, np.arange(200), n_candidates=50,
+                                       n_repeats=200, random_state=0)
+    text = repr(protocol)
+    assert "\n" not in text
+    assert len(text) < 200
+    assert "50 candidates drawn 200 times" in text
+    assert f"top-5 {protocol.top5:.3f} \u00b1 {protocol.top5_std:.3f}" in text
+    assert protocol.draws.shape == (200, 2)

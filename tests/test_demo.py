@@ -63,3 +63,27 @@ def test_the_table_in_words_names_wins_ties_and_losses():
 def test_demo_refuses_an_unknown_modality(tmp_path):
     with pytest.raises(ValueError, match="modality"):
         run_demo("ecog", out_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_quick_is_a_smoke_test_of_everything(tmp_path, capsys):
+    # afo-encoding demo --quick: the whole demo (table, scores, figures) on a small brain
+    summary = run_demo("fmri", out_dir=tmp_path, verbose=False, device="cpu", quick=True)
+    assert summary["settings"]["quick"] is True
+    assert summary["epochs"] <= 2
+    assert summary["settings"]["n_test_images"] < 200
+    assert "noise ceiling" in capsys.readouterr().out
+    assert (tmp_path / "scores.csv").exists()
+    assert summary["seconds"]["fit"] < 60
+    # the demo writes the HTML report of the encoder it fitted, with the linear probe
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert summary["report"] == str(tmp_path / "report.html")
+    for section in ("summary", "scores", "retina-map", "layer-selector", "score-map",
+                    "history", "parameters", "data"):
+        assert f'<section id="{section}">' in page
+    assert "LinearProbeEncoder r" in page
+
+
+def test_demo_refuses_a_bad_max_epochs(tmp_path):
+    with pytest.raises(ValueError, match="max_epochs must be a positive integer, got 0"):
+        run_demo("fmri", out_dir=tmp_path, max_epochs=0)

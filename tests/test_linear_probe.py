@@ -299,3 +299,23 @@ def test_gpu_fit_matches_cpu():
     on_gpu = LinearProbeEncoder(n_components=10, device="cuda").fit(X, y)
     np.testing.assert_array_equal(on_cpu.alpha_, on_gpu.alpha_)
     np.testing.assert_allclose(on_cpu.predict(X), on_gpu.predict(X), rtol=1e-3, atol=1e-3)
+
+
+def test_predicted_epochs_keep_the_events_and_metadata_of_the_test_epochs():
+    # MNE users select conditions on predictions as on measured epochs
+    import pandas as pd
+
+    from afo_encoding.simulation import make_retinotopic_dataset
+
+    data = make_retinotopic_dataset(n_images=60, n_voxels=30, image_size=32, modality="eeg",
+                                    random_state=0)
+    epochs = data.responses
+    epochs.metadata = pd.DataFrame({"category": np.where(np.arange(60) % 3, "object",
+                                                         "face"), "image": np.arange(60)})
+    enc = LinearProbeEncoder(backbone_params={"image_size": 32, "n_scales": 2}).fit(
+        data.images[:40], epochs[:40])
+    test = epochs[40:]
+    pred = enc.inverse_transform(enc.predict(data.images[40:]), like=test)
+    np.testing.assert_array_equal(pred.events, test.events)
+    assert pred.metadata["image"].tolist() == list(range(40, 60))
+    assert len(pred["category == 'face'"]) == int((test.metadata["category"] == "face").sum())

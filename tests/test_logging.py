@@ -5,9 +5,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import afo_encoding
+from afo_encoding import _logging
 from afo_encoding._logging import (
     logger,
     progress,
@@ -35,7 +36,11 @@ def _restore_level():
         (0, logging.WARNING),
         (1, logging.INFO),
         (2, logging.DEBUG),
+        (9, logging.DEBUG),
         (10, logging.DEBUG),
+        (20, logging.INFO),
+        (30, logging.WARNING),
+        (40, logging.ERROR),
         ("debug", logging.DEBUG),
         ("Info", logging.INFO),
         ("WARNING", logging.WARNING),
@@ -70,6 +75,27 @@ def test_set_log_level_returns_the_previous_level():
     previous = set_log_level(None)  # None means the default, WARNING
     assert previous == logging.INFO
     assert logger.level == logging.WARNING
+
+
+def test_documented_restore_gives_the_old_level_back():
+    # old = set_log_level("info"); set_log_level(old): 30 is a level, not a verbosity
+    set_log_level("warning")
+    old = set_log_level("info")
+    assert logger.level == logging.INFO
+    set_log_level(old)
+    assert logger.level == logging.WARNING
+    set_log_level("error")
+    old = set_log_level("debug")
+    set_log_level(old)
+    assert logger.level == logging.ERROR
+
+
+@pytest.mark.parametrize("encoder", ["TopyEncoder", "LinearProbeEncoder", "AllForOneEncoder"])
+def test_encoders_follow_the_global_level_by_default(encoder):
+    # MNE's default: verbose=None follows set_log_level, so "info" shows their progress
+    assert getattr(afo_encoding, encoder)().verbose is None
+    set_log_level("info")
+    assert not isinstance(progress([1, 2], getattr(afo_encoding, encoder)().verbose), list)
 
 
 def test_use_log_level_restores_even_after_an_error():
@@ -109,7 +135,8 @@ def test_messages_follow_the_level():
     assert collect.messages == ["shown message", "a warning"]
 
 
-def test_progress_bar_only_when_verbose():
+def test_progress_bar_only_when_verbose(monkeypatch):
+    monkeypatch.setattr(_logging, "_on_terminal", lambda: True)
     items = [1, 2, 3]
     assert progress(items, verbose=False) is items
     assert progress(items, verbose=0) is items
@@ -120,6 +147,36 @@ def test_progress_bar_only_when_verbose():
     assert progress(items) is items  # None follows the package logger
     with use_log_level("info"):
         assert isinstance(progress(items, disable=True), tqdm)
+
+
+def test_progress_in_a_log_writes_a_few_lines_not_every_refresh(monkeypatch, capsys):
+    # a log file, CI or a gallery output cell: no carriage-return redraws, a few lines
+    monkeypatch.setattr(_logging, "_on_terminal", lambda: False)
+    monkeypatch.setattr(_logging, "_in_notebook", lambda: False)
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        set_log_level("warning")
+        bar = progress(range(100), verbose=True, desc="fit", unit="epoch")
+        assert not isinstance(bar, tqdm)
+        for i in bar:
+            if i == 99:
+                bar.set_postfix(loss="0.1")
+        bar.close()
+    finally:
+        logger.removeHandler(collect)
+    assert 2 <= len(collect.messages) <= 5
+    assert collect.messages[-1] == "fit: 100/100 epoch (loss=0.1)"
+    assert "\r" not in capsys.readouterr().err
+    assert logger.level == logging.WARNING
+
+
+def test_progress_in_a_notebook_is_a_widget(monkeypatch):
+    monkeypatch.setattr(_logging, "_in_notebook", lambda: True)
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    with use_log_level("info"):
+        assert isinstance(progress([1, 2], disable=True), notebook_tqdm)
 
 
 def _print_calls(path):

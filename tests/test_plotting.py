@@ -98,6 +98,50 @@ def test_layer_selector_for_every_container(space, kind, n_maps):
     n_panels(fig, kind_of(space), n_maps=n_maps)
 
 
+def test_veroi_map_for_every_container(space):
+    labels = np.arange(space.n_voxels) % 3
+    fig = plotting.plot_veroi_map(labels, space, times=[0.1, 0.2])
+    n_panels(fig, kind_of(space), n_maps=1)
+    with pytest.raises(ValueError, match="non-negative integers"):
+        plotting.plot_veroi_map(labels - 1, space)
+
+
+def test_layer_selector_weights_use_the_range_of_the_weights():
+    # softmax weights of 4 layers within 0.25-0.45: a 0-1 scale would show no contrast
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.25, 0.45, size=(60, 4))
+    coords = rng.normal(size=(60, 2))
+    _, space = as_responses(rng.normal(size=(5, 60)), coords=coords)
+    fig = plotting.plot_layer_selector(weights, space)
+    lows, highs = zip(*(c.get_clim() for ax in fig.axes for c in ax.collections
+                        if isinstance(c, PathCollection)))
+    assert len(set(lows)) == len(set(highs)) == 1  # one scale shared by the layers
+    assert 0.25 <= lows[0] < 0.27
+    assert 0.43 < highs[0] <= 0.45
+    assert "colour scale 0.25 to 0.45" in fig._suptitle.get_text()
+
+
+def test_topomaps_start_after_onset_with_titles_clear_of_the_times():
+    data = make_retinotopic_dataset(n_images=12, n_voxels=60, image_size=32,
+                                    modality="eeg", random_state=0)
+    _, space = as_responses(data.responses)
+    assert space.times[0] <= 0  # the simulated epochs start at or before onset
+    fig = plotting.plot_voxel_map(np.ones((2, space.n_voxels)), space,
+                                  titles=["eccentricity", "angle"])
+    time_titles = [ax.get_title() for ax in fig.axes if ax.get_title().endswith(" ms")]
+    assert len(time_titles) == 2 * 5
+    assert all(float(t.split()[0]) > 0 for t in time_titles)  # no 0 ms by default
+    # each map's title is its row's (subfigure) title, not the first topomap's
+    assert [sub._suptitle.get_text() for sub in fig.subfigs] == ["eccentricity", "angle"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for sub in fig.subfigs:
+        title = sub._suptitle.get_window_extent(renderer)
+        for ax in sub.axes:
+            if ax.get_title():
+                assert not title.overlaps(ax.title.get_window_extent(renderer))
+
+
 def test_retinotopy_for_every_container(space):
     points = np.random.default_rng(2).uniform(-1, 1, size=(space.n_voxels, 2))
     fig = plotting.plot_retinotopy(points, space, kind=("eccentricity", "angle", "x"),
@@ -206,6 +250,50 @@ def test_score_comparison_counts_the_voxels_each_model_wins(tmp_path):
         plotting.plot_score_comparison(x, y, groups=rois[:2])
 
 
+def test_score_violins_mark_means_in_the_order_given():
+    # tables print mean r: the violins mark means, the ceiling is the mean ceiling
+    rng = np.random.default_rng(0)
+    rois = np.repeat(["late", "mid", "early"], [20, 30, 50])
+    scores = rng.gamma(2.0, 0.1, 100)  # skewed: mean and median differ
+    ceiling = rng.uniform(0.5, 0.9, 100)
+    fig = plotting.plot_score_distributions(scores, rois, noise_ceiling=ceiling,
+                                            order=["early", "mid", "late"])
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["early", "mid", "late"]
+    (means,) = [c for c in ax.collections if c.get_gid() == "mean"]
+    marked = [seg[0, 1] for seg in means.get_segments()]
+    np.testing.assert_allclose(marked, [scores[rois == g].mean()
+                                        for g in ("early", "mid", "late")])
+    ceilings = [c for c in ax.collections if c.get_gid() == "noise-ceiling"]
+    np.testing.assert_allclose([c.get_segments()[0][0, 1] for c in ceilings],
+                               [ceiling[rois == g].mean() for g in ("early", "mid", "late")])
+    assert "mean" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="order names groups without scores"):
+        plotting.plot_score_distributions(scores, rois, order=["V1"])
+
+
+def test_veroi_map_in_the_colours_of_the_dendrogram():
+    from matplotlib.colors import to_hex
+
+    from afo_encoding.plotting.dendrogram import veroi_colors
+
+    rng = np.random.default_rng(0)
+    weights = np.concatenate([rng.normal(m, 0.2, (60, 6)) for m in (-1, 0, 1, 2)])
+    labels, linkage = veroi(weights, n_rois=4, n_prefilter=30, random_state=0)
+    fig = plotting.plot_veroi_dendrogram(linkage, n_rois=4)
+    texts = {t.get_text(): to_hex(t.get_color()) for t in fig.axes[0].texts}
+    assert texts == {str(k): veroi_colors(4)[k] for k in range(4)}
+    # branches below the cut in their veROI's colour
+    branch_colors = {to_hex(c.get_color()[0]) for c in fig.axes[0].collections}
+    assert set(veroi_colors(4)) <= branch_colors
+    _, space = as_responses(rng.normal(size=(5, 240)), coords=rng.normal(size=(240, 2)))
+    fig = plotting.plot_veroi_map(labels, space)
+    (points,) = [c for ax in fig.axes for c in ax.collections
+                 if isinstance(c, PathCollection)]
+    colors = [to_hex(c) for c in points.to_rgba(points.get_array())]
+    assert colors == [veroi_colors(4)[k] for k in labels]
+
+
 def test_score_violins_per_model_and_nested():
     rng = np.random.default_rng(0)
     fig = plotting.plot_score_distributions({"TopyNeck": rng.normal(0.5, 0.1, 80),
@@ -259,6 +347,18 @@ def test_retrieval_grid_per_roi():
     assert len(fig.axes) == 4 * 3
 
 
+def test_retrieval_grid_is_sized_for_a_screen():
+    # 4 queries x 4 ROIs of 32 px images: ~1 inch tiles drawn pixel for pixel
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    scores = {roi: rng.normal(size=(20, 20)) for roi in ("early", "mid", "late", "all")}
+    fig = plotting.plot_retrieval_grid(images, scores, np.arange(20), k=4)
+    width, height = fig.get_size_inches() * 150  # pixels at the saved dpi
+    assert height < 16 * 1.3 * 150
+    assert width < 900
+    assert fig.axes[0].images[0].get_interpolation() == "nearest"
+
+
 def test_identification_bars_with_chance_and_encoding_scores():
     rng = np.random.default_rng(0)
     scores = np.eye(40) + 0.5 * rng.normal(size=(40, 40))
@@ -267,9 +367,23 @@ def test_identification_bars_with_chance_and_encoding_scores():
                                                n_repeats=20, random_state=0)}
     fig = plotting.plot_identification(results, {"early": rng.normal(0.5, 0.1, 30),
                                                  "late": rng.normal(0.3, 0.1, 30)})
-    ax = fig.axes[0]
-    assert len(ax.patches) == 2 * 3  # top-1, top-5, encoding score per ROI
+    ax, score_ax = fig.axes
+    assert len(ax.patches) == 2 * 2  # top-1, top-5 per ROI
     assert ax.patches[0].get_height() == pytest.approx(results["early"].top1)
+    # accuracy and correlation are two quantities: two y axes, each named
+    assert ax.get_ylabel() == "identification accuracy"
+    assert score_ax.get_ylabel() == "encoding score (mean Pearson r)"
+    assert len(score_ax.patches) == 2
+    # no zero-height error bars where a result has no spread...
+    assert all(c.errorbar is None for c in ax.containers)
+    # ...and error bars over the draws where all have one
+    protocol = {roi: results["late"] for roi in ("early", "late")}
+    fig = plotting.plot_identification(protocol)
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
+    assert all(c.errorbar is not None for c in bars)
+    assert "SD over draws" in bars[0].get_label()
     with pytest.raises(ValueError, match="has no"):
         plotting.plot_identification(results, k=(1, 10))
 
@@ -305,6 +419,6 @@ def test_report_of_a_fitted_topy_encoder(modality, tmp_path):
                                          rois=data.rois, noise_ceiling=data.noise_ceiling,
                                          n_rois=3, n_queries=2, k=3)
     assert set(paths) == {"retina_map", "retinotopy", "layer_selector", "scores",
-                          "identification", "retrieval", "veroi_dendrogram"}
+                          "identification", "retrieval", "veroi_dendrogram", "veroi_map"}
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
     assert plt.get_fignums() == [1]  # the report closes its figures

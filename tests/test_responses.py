@@ -303,8 +303,8 @@ def test_array_transform_and_inverse_validate_shapes():
         space.inverse_transform(np.ones((4, 4)))
     with pytest.raises(TypeError, match="numeric"):
         space.inverse_transform(np.array([["x"] * 5]))
-    # one row given as 1D
-    np.testing.assert_array_equal(space.inverse_transform(Y[0]), Y[:1])
+    # one row given as 1D comes back 1D, as NiftiMasker gives it
+    np.testing.assert_array_equal(space.inverse_transform(Y[0]), Y[0])
 
 
 def test_check_n_samples():
@@ -540,6 +540,53 @@ def test_epochs_roundtrip_same_info_times_events(montage):
     assert len(space.inverse_transform(Y[:3]).events) == 3
     given = space.inverse_transform(Y[:2], events=epochs.events[:2], event_id=epochs.event_id)
     np.testing.assert_array_equal(given.events, epochs.events[:2])
+
+
+def test_epochs_round_trip_keeps_events_and_metadata_of_the_predicted_epochs(montage):
+    import pandas as pd
+
+    epochs = make_epochs(montage)
+    epochs.metadata = pd.DataFrame({"category": np.where(epochs.events[:, 2] == 1, "face",
+                                                         "house"),
+                                    "image": np.arange(N_SAMPLES)})
+    Y, space = as_responses(epochs[:8])
+    # the fitted epochs themselves: their events and metadata come back by default
+    back = space.inverse_transform(Y)
+    assert back.metadata["image"].tolist() == list(range(8))
+    # other (test) epochs whose images were predicted: like= keeps theirs
+    test = epochs[8:]
+    pred = space.inverse_transform(space.transform(test), like=test)
+    np.testing.assert_array_equal(pred.events, test.events)
+    assert pred.event_id == test.event_id
+    assert pred.metadata["image"].tolist() == test.metadata["image"].tolist()
+    faces = pred["category == 'face'"]
+    assert len(faces) == int((test.metadata["category"] == "face").sum()) > 0
+    assert pred["house"].metadata["category"].eq("house").all()
+    with pytest.raises(ValueError, match="like= has 4 epochs for 3 rows"):
+        space.inverse_transform(space.transform(test)[:3], like=test)
+
+
+def test_one_sample_comes_back_without_a_sample_axis(montage, sphere_mesh):
+    # as NiftiMasker.inverse_transform: 1D in, 3D Niimg (volume) or 1D (array) out
+    from nilearn.maskers import NiftiMasker
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((4, 5, 6), dtype=np.uint8)
+    mask[1:3, 1:4, 2:5] = 1
+    img = nib.Nifti1Image(rng.normal(size=(4, 5, 6, N_SAMPLES)).astype(np.float32),
+                          np.eye(4))
+    mask_img = nib.Nifti1Image(mask, np.eye(4))
+    Y, space = as_responses(img, mask=mask_img)
+    one = space.inverse_transform(Y[0])
+    assert one.shape == NiftiMasker(mask_img).fit().inverse_transform(Y[0]).shape == (4, 5, 6)
+    assert space.inverse_transform(Y[:1]).shape == (4, 5, 6, 1)
+    Ya, array_space = as_responses(rng.normal(size=(N_SAMPLES, 3, 4)),
+                                   coords=rng.normal(size=(12, 2)))
+    assert array_space.inverse_transform(Ya[0]).shape == (3, 4)
+    Ye, epochs_space = as_responses(make_epochs(montage))
+    assert len(epochs_space.inverse_transform(Ye[0])) == 1  # an Epochs holds epochs
+    Ys, surface_space = as_responses(surface_image(sphere_mesh))
+    assert surface_space.inverse_transform(Ys[0]).data.parts["left"].ndim == 1
 
 
 def test_epochs_coords_are_sensor_positions_and_time(montage):

@@ -305,8 +305,9 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds the folds, the random ROIs, veROI's k-means and every stage fit (all stage
         fits share one seed, so stages are compared on the same validation images).
-    verbose : bool, int or str, default=0
-        Stage messages and a progress bar over the fits of a stage.
+    verbose : bool, int, str or None, default=None
+        Stage messages and a progress bar over the fits of a stage (INFO or lower);
+        ``None`` follows :func:`afo_encoding.set_log_level`, as in MNE.
 
     Attributes
     ----------
@@ -385,7 +386,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         memory: Any = None,
         checkpoint_dir: str | Path | None = None,
         random_state: Any = None,
-        verbose: Any = 0,
+        verbose: Any = None,
     ):
         self.estimator = estimator
         self.rois = rois
@@ -797,11 +798,12 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "final_estimator_")
         return self.final_estimator_.score(X, y, subject=subject)
 
-    def inverse_transform(self, Y: Any, subject: int = 0) -> Any:
+    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
         """Per-voxel values back in the container ``y`` came in (see
-        :meth:`TopyEncoder.inverse_transform`)."""
+        :meth:`TopyEncoder.inverse_transform`; ``like=`` keeps the events and metadata of
+        the Epochs predicted)."""
         check_is_fitted(self, "final_estimator_")
-        return self.final_estimator_.inverse_transform(Y, subject=subject)
+        return self.final_estimator_.inverse_transform(Y, subject=subject, **kwargs)
 
     # -------------------------------------------------------------------- persistence
 
@@ -886,6 +888,12 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         tags.regressor_tags.poor_score = True
         return tags
+
+    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
+        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
+        from ..report import generate_report
+
+        return generate_report(self, X_test, y_test, **kwargs)
 
 
 def _is(value: Any, name: str) -> bool:

@@ -168,8 +168,9 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         Voxels solved together (``None``: about 512 MiB of working memory).
     random_state : int, RandomState or None, default=None
         Seeds the randomized PCA (used when few components of many features are kept).
-    verbose : bool, int or str, default=0
-        Progress bars and log messages when 1 or more.
+    verbose : bool, int, str or None, default=None
+        Progress bars and log messages when 1 or more (INFO or lower); ``None`` follows
+        :func:`afo_encoding.set_log_level`, as in MNE.
 
     Attributes
     ----------
@@ -244,7 +245,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         batch_size: int = 32,
         n_targets_batch: int | None = None,
         random_state: Any = None,
-        verbose: Any = 0,
+        verbose: Any = None,
     ):
         self.backbone = backbone
         self.layers = layers
@@ -490,13 +491,17 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
             pred = pred.reshape(len(pred), -1)
         return float(np.mean(pearson_r(Y, pred)))
 
-    def inverse_transform(self, Y: Any) -> Any:
+    def inverse_transform(self, Y: Any, **kwargs: Any) -> Any:
         """Give predictions (or any per-voxel values) back in the container ``y`` came in.
 
         Parameters
         ----------
         Y : array-like of shape (n_samples, n_voxels) or (n_voxels,)
             E.g. ``predict(X)``, or ``cv_scores_`` / ``np.log10(alpha_)`` to map them.
+        **kwargs
+            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
+            measured epochs whose images were predicted keeps their events, event_id and
+            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
 
         Returns
         -------
@@ -504,7 +509,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
             Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
         """
         check_is_fitted(self, "coef_")
-        return self.space_.inverse_transform(Y)
+        return self.space_.inverse_transform(Y, **kwargs)
 
     # ------------------------------------------------------------------ persistence
 
@@ -563,3 +568,9 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
+        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
+        from ..report import generate_report
+
+        return generate_report(self, X_test, y_test, **kwargs)

@@ -414,8 +414,9 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         Seeds the initial weights, the validation split, the batches and the training
         noise. With ``None`` the validation split is still fixed per data set (drawn from
         the images' ids), so an interrupted unseeded fit can resume.
-    verbose : bool, int or str, default=0
-        Progress bars (epochs, feature extraction) when 1 or more.
+    verbose : bool, int, str or None, default=None
+        Progress bars (epochs, feature extraction) when 1 or more (INFO or lower); ``None`` follows
+        :func:`afo_encoding.set_log_level`, as in MNE.
 
     Attributes
     ----------
@@ -527,7 +528,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         memory: Any = None,
         checkpoint_dir: str | Path | None = None,
         random_state: Any = None,
-        verbose: Any = 0,
+        verbose: Any = None,
     ):
         self.backbone = backbone
         self.layers = layers
@@ -1099,7 +1100,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             pred = pred.reshape(len(pred), -1)
         return float(np.mean(pearson_r(Y, pred)))
 
-    def inverse_transform(self, Y: Any, subject: int = 0) -> Any:
+    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
         """Give predictions (or any per-voxel values) back in the container ``y`` came in.
 
         Parameters
@@ -1108,6 +1109,10 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             E.g. ``predict(X)``, or ``validation_scores_`` to map scores on the brain.
         subject : int, default=0
             Which subject's space.
+        **kwargs
+            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
+            measured epochs whose images were predicted keeps their events, event_id and
+            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
 
         Returns
         -------
@@ -1115,7 +1120,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
         """
         check_is_fitted(self, "model_")
-        return self._space(self._subject(subject)).inverse_transform(Y)
+        return self._space(self._subject(subject)).inverse_transform(Y, **kwargs)
 
     # ------------------------------------------------------------------ persistence
 
@@ -1204,3 +1209,9 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         # the estimator checks' data sets are tiny and their fits a few epochs long
         tags.regressor_tags.poor_score = True
         return tags
+
+    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
+        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
+        from ..report import generate_report
+
+        return generate_report(self, X_test, y_test, **kwargs)

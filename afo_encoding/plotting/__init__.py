@@ -15,7 +15,8 @@ scores), so they also serve models fitted elsewhere.
   :func:`plot_voxel_map`.
 - :func:`plot_score_distributions`: violins of voxel scores per ROI or per model, with
   noise ceilings (Figure 1); :func:`plot_score_comparison`: two models voxel by voxel.
-- :func:`plot_veroi_dendrogram`: the veROI hierarchy and its cut (Figure 6).
+- :func:`plot_veroi_dendrogram`: the veROI hierarchy and its cut (Figure 6), and
+  :func:`plot_veroi_map`: the veROIs on the brain in the dendrogram's colours.
 - :func:`plot_retrieval_grid`: the image shown next to the best candidates retrieved from
   the brain response, per ROI (Figures 7 and 9).
 - :func:`plot_identification`: identification accuracy per ROI next to the encoding score
@@ -27,7 +28,7 @@ matplotlib, nilearn's plotting and MNE are imported when a function runs, so imp
 this package is cheap; nothing in afo_encoding imports it.
 """
 
-from .dendrogram import plot_veroi_dendrogram
+from .dendrogram import plot_veroi_dendrogram, plot_veroi_map
 from .model_maps import plot_layer_selector, plot_retinotopy
 from .report import plot_encoder_report
 from .retina_map import plot_retina_map
@@ -45,5 +46,6 @@ __all__ = [
     "plot_score_comparison",
     "plot_score_distributions",
     "plot_veroi_dendrogram",
+    "plot_veroi_map",
     "plot_voxel_map",
 ]

@@ -37,7 +37,9 @@ def plot_layer_selector(
         An encoder with ``layer_weights_`` and ``space_``, or the weights (rows sum to 1).
     %(space)s
     kind : {"weights", "depth", "argmax"}
-        ``"weights"``: one map per layer, its weight in [0, 1] (the paper's Figure 5);
+        ``"weights"``: one map per layer, its weight (the paper's Figure 5), on one
+        colour scale shared by the layers that spans the 2nd to 98th percentile of the
+        weights (the figure title gives it);
         ``"depth"``: one map of the expected layer index ``sum_l l * eta_l`` (a smooth
         hierarchy map); ``"argmax"``: the layer read most, in the colours of
         :func:`plot_retina_map`.
@@ -57,8 +59,13 @@ def plot_layer_selector(
     n_layers = weights.shape[1]
     names = layer_names_of(encoder_or_weights, n_layers, layer_names)
     if kind == "weights":
+        # one colour scale for all layers, spanning the weights there are: softmax weights
+        # of 4 layers often lie within 0.2-0.5, where a 0-1 scale shows no contrast
+        lo, hi = _shared_limits(weights)
+        kwargs.setdefault("title", f"LayerSelector weights (colour scale {lo:.2f} to "
+                                   f"{hi:.2f}, shared by the {n_layers} layers)")
         return plot_voxel_map(weights.T, space, titles=[f"LayerSelector: {n}" for n in names],
-                              cmap="viridis", vmin=0.0, vmax=1.0, output_file=output_file,
+                              cmap="viridis", vmin=lo, vmax=hi, output_file=output_file,
                               **kwargs)
     if kind == "depth":
         depth = weights @ np.arange(n_layers, dtype=np.float64)
@@ -75,6 +82,17 @@ def plot_layer_selector(
                               cmap=cmap, vmin=-0.5, vmax=n_layers - 0.5,
                               output_file=output_file, **kwargs)
     raise ValueError(f"kind must be 'weights', 'depth' or 'argmax', got {kind!r}.")
+
+
+def _shared_limits(values: np.ndarray) -> tuple[float, float]:
+    """The 2nd to 98th percentile of all finite values (a range of at least 0.01)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [2.0, 98.0]))
+    if hi - lo < 0.01:
+        lo, hi = lo - 0.005, hi + 0.005
+    return lo, hi
 
 
 _RETINOTOPY = {

@@ -13,7 +13,7 @@ from sklearn.utils import Bunch
 from ._docs import fill_plot_doc
 from ._figure import finish
 from ._inputs import fitted, space_of
-from .dendrogram import plot_veroi_dendrogram
+from .dendrogram import plot_veroi_dendrogram, plot_veroi_map
 from .model_maps import plot_layer_selector, plot_retinotopy
 from .retina_map import plot_retina_map
 from .retrieval import plot_identification, plot_retrieval_grid
@@ -32,9 +32,11 @@ def plot_encoder_report(
     *,
     rois: Any = None,
     noise_ceiling: Any = None,
+    baseline: Any = None,
+    roi_order: Any = None,
     subject: int = 0,
     n_rois: int = 6,
-    n_queries: int = 4,
+    n_queries: int = 2,
     k: int = 4,
     fmt: str = "png",
 ) -> dict[str, Path]:
@@ -43,9 +45,10 @@ def plot_encoder_report(
     The encoder predicts ``images`` once; the figures are: the retina map over the first
     image (``retina_map``), the LayerSelector and the RetinaMapper on the brain
     (``layer_selector``, ``retinotopy``), the test scores per ROI with their noise
-    ceilings (``scores``), identification per ROI with the encoding scores
-    (``identification``), retrieval grids per ROI (``retrieval``) and the veROI
-    dendrogram of the head weights (``veroi_dendrogram``, when the encoder has
+    ceilings, next to those of a ``baseline`` model (``scores``), identification per ROI
+    with the encoding scores (``identification``), retrieval grids per ROI
+    (``retrieval``), and the veROI dendrogram of the head weights with the veROIs on the
+    brain in its colours (``veroi_dendrogram``, ``veroi_map``, when the encoder has
     ``coef_``). The ``afo-encoding demo`` command calls it for the model it fits.
 
     Parameters
@@ -64,6 +67,13 @@ def plot_encoder_report(
         ROI label of every voxel (kept or raw voxels); ``None``: all voxels as one ROI.
     noise_ceiling : array-like | None
         Per-voxel noise ceiling in units of Pearson r, drawn over the score violins.
+    baseline : fitted encoder | None
+        A second model fitted on the same voxels (e.g. the
+        :class:`~afo_encoding.LinearProbeEncoder`): its violins stand next to the
+        encoder's.
+    roi_order : sequence | None
+        The ROIs from left to right (e.g. ``["early", "mid", "late"]``; default: in the
+        order they first appear).
     %(subject)s
     n_rois : int
         Number of veROIs of the dendrogram's cut.
@@ -83,10 +93,11 @@ def plot_encoder_report(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    test = _evaluate(encoder, images, responses, subject, rois, noise_ceiling)
+    test = _evaluate(encoder, images, responses, subject, rois, noise_ceiling, baseline,
+                     roi_order)
     figures = chain(
         _model_figures(encoder, images, subject),
-        _test_figures(test, images, n_queries, k),
+        _test_figures(test, images, n_queries, k, _names(encoder, baseline)),
         _veroi_figures(encoder, subject, n_rois),
     )
     paths: dict[str, Path] = {}
@@ -110,8 +121,25 @@ def _per_voxel(values: Any, name: str, keep: np.ndarray, n_voxels: int) -> np.nd
     return values
 
 
+def _names(encoder: Any, baseline: Any) -> tuple[str, str]:
+    """What the figures call the encoder and the baseline (their class names)."""
+    name = type(encoder).__name__
+    other = "baseline" if baseline is None else type(baseline).__name__
+    return name, other if other != name else f"{other} (baseline)"
+
+
+def units_of(space: Any, n_voxels: int) -> str:
+    """What a space's columns are, in words: "4500 voxels", "60 channels x 75 times"."""
+    if getattr(space, "kind", None) == "epochs":
+        n_times = len(space.times)
+        return (f"{n_voxels // n_times} channels x {n_times} times"
+                if n_voxels % n_times == 0 else f"{n_voxels} channel x time columns")
+    return {"surface": f"{n_voxels} vertices", "array": f"{n_voxels} columns"}.get(
+        getattr(space, "kind", None), f"{n_voxels} voxels")
+
+
 def _evaluate(encoder: Any, images: Any, responses: Any, subject: int, rois: Any,
-              noise_ceiling: Any) -> Bunch:
+              noise_ceiling: Any, baseline: Any = None, roi_order: Any = None) -> Bunch:
     """Predict ``images`` once; per-voxel r, ROI labels, ceilings, retrieval scores per ROI."""
     from ..decoding import measured_patterns, predict_patterns, score_candidates
     from ..metrics import pearson_r
@@ -124,14 +152,23 @@ def _evaluate(encoder: Any, images: Any, responses: Any, subject: int, rois: Any
     labels = _per_voxel(rois, "rois", keep, n_voxels)
     labels = np.full(n_voxels, "all voxels") if labels is None else labels
     ceiling = _per_voxel(noise_ceiling, "noise_ceiling", keep, n_voxels)
-    names = [roi for roi in dict.fromkeys(labels.tolist()) if np.sum(labels == roi) >= 2]
+    names = [roi for roi in (dict.fromkeys(labels.tolist()) if roi_order is None
+                             else roi_order) if np.sum(labels == roi) >= 2]
     scores = {roi: score_candidates(measured, predictions, voxels=labels == roi)
               for roi in names}
     if len(names) > 1:
         scores["all voxels"] = score_candidates(measured, predictions)
+    r_baseline = None
+    if baseline is not None:
+        other = predict_patterns(baseline, images, subject)
+        if other.shape != predictions.shape:
+            raise ValueError(f"The baseline predicts {other.shape[1]} voxels, the encoder "
+                             f"{n_voxels}; fit both on the same responses.")
+        r_baseline = pearson_r(measured, other)
     return Bunch(r=pearson_r(measured, predictions), labels=labels, ceiling=ceiling,
                  scores=scores, n_images=len(measured), n_voxels=n_voxels,
-                 several_rois=len(names) > 1)
+                 several_rois=len(names) > 1, r_baseline=r_baseline, rois=names,
+                 units=units_of(space, n_voxels))
 
 
 def _model_figures(encoder: Any, images: Any, subject: int) -> Iterator[tuple[str, Figure]]:
@@ -144,15 +181,14 @@ def _model_figures(encoder: Any, images: Any, subject: int) -> Iterator[tuple[st
         yield "layer_selector", plot_layer_selector(encoder, subject=subject, kind="weights")
 
 
-def _test_figures(test: Bunch, images: Any, n_queries: int,
-                  k: int) -> Iterator[tuple[str, Figure]]:
+def _test_figures(test: Bunch, images: Any, n_queries: int, k: int,
+                  names: tuple[str, str] = ("encoder", "baseline"),
+                  ) -> Iterator[tuple[str, Figure]]:
     """How well it predicts the held-out images: scores, identification, retrieval."""
     from ..decoding import identification_accuracy
 
     r, labels, truth = test.r, test.labels, np.arange(test.n_images)
-    yield "scores", plot_score_distributions(
-        r, labels, noise_ceiling=test.ceiling,
-        title=f"test scores ({test.n_images} images, {test.n_voxels} voxels)")
+    yield "scores", score_figure(test, names)
     results = {roi: identification_accuracy(s, truth) for roi, s in test.scores.items()}
     encoding = {roi: r if roi == "all voxels" and test.several_rois else r[labels == roi]
                 for roi in test.scores}
@@ -163,8 +199,22 @@ def _test_figures(test: Bunch, images: Any, n_queries: int,
                                            k=min(k, len(truth)))
 
 
+def score_figure(test: Bunch, names: tuple[str, str]) -> Figure:
+    """Violins of the test r per ROI (the encoder's next to the baseline's), ceilings."""
+    title = f"test scores ({test.n_images} images, {test.units})"
+    if test.r_baseline is None:
+        return plot_score_distributions(test.r, test.labels, noise_ceiling=test.ceiling,
+                                        order=test.rois, title=title)
+    nested = {roi: {names[0]: test.r[test.labels == roi],
+                    names[1]: test.r_baseline[test.labels == roi]} for roi in test.rois}
+    ceiling = None if test.ceiling is None else {
+        roi: test.ceiling[test.labels == roi] for roi in test.rois}
+    return plot_score_distributions(nested, noise_ceiling=ceiling, title=title)
+
+
 def _veroi_figures(encoder: Any, subject: int, n_rois: int) -> Iterator[tuple[str, Figure]]:
-    """The veROI dendrogram of the head weights, when the encoder has ``coef_``."""
+    """The veROI dendrogram of the head weights and the veROIs on the brain, when the
+    encoder has ``coef_``."""
     if getattr(encoder, "coef_", None) is None:
         return
     from ..parcellation import veroi
@@ -172,5 +222,6 @@ def _veroi_figures(encoder: Any, subject: int, n_rois: int) -> Iterator[tuple[st
     coef = fitted(encoder, "coef_", subject)
     n_points = min(200, coef.shape[0])
     cut = min(n_rois, n_points)
-    _, linkage = veroi(coef, n_rois=cut, n_prefilter=n_points, random_state=0)
+    labels, linkage = veroi(coef, n_rois=cut, n_prefilter=n_points, random_state=0)
     yield "veroi_dendrogram", plot_veroi_dendrogram(linkage, n_rois=cut)
+    yield "veroi_map", plot_veroi_map(labels, encoder, subject=subject)

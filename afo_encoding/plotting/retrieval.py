@@ -86,7 +86,11 @@ def plot_retrieval_grid(
     queries = list(range(min(4, first.shape[0]))) if queries is None else list(queries)
     image = _image_getter(candidate_images)
     rows = [(q, roi) for q in queries for roi in per_roi]
-    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.6 * (k + 1), 1.75 * len(rows)),
+    # small stimuli (32 px) drawn pixel for pixel on ~1 inch tiles: sharp, and a grid of
+    # 16 rows stays readable on a screen
+    tile = 1.05
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(tile * (k + 1) + 0.4,
+                                                        (tile + 0.2) * len(rows)),
                              squeeze=False)
     for r, (q, roi) in enumerate(rows):
         row_scores = per_roi[roi][q]
@@ -95,16 +99,16 @@ def plot_retrieval_grid(
         panels = [(truth, "shown")] + [(int(c), f"#{n + 1} r={row_scores[c]:.2f}")
                                        for n, c in enumerate(best)]
         for ax, (c, label) in zip(axes[r], panels):
-            ax.imshow(image(c), cmap="gray")
+            ax.imshow(image(c), cmap="gray", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(label, fontsize="small")
+            ax.set_title(label, fontsize="x-small", pad=2)
             if c == truth and label != "shown":
                 for spine in ax.spines.values():
                     spine.set_edgecolor("tab:green")
                     spine.set_linewidth(3)
         name = f"query {q}" if roi is None else f"query {q}\n{roi}"
-        axes[r, 0].set_ylabel(name, fontsize="small")
+        axes[r, 0].set_ylabel(name, fontsize="x-small")
     if title is not None:
         fig.suptitle(title)
     fig.tight_layout()
@@ -138,8 +142,9 @@ def plot_identification(
     Returns
     -------
     fig : matplotlib.figure.Figure
-        One bar per ROI and accuracy (and encoding score), one chance marker per
-        accuracy bar.
+        One bar per ROI and accuracy, with error bars only when the results have a
+        spread (``top{k}_std``), one chance marker per accuracy bar; the encoding scores
+        on a second y axis of their own (Pearson r, in green).
     """
     rois = list(results)
     if not rois:
@@ -151,18 +156,26 @@ def plot_identification(
                              f"k={tuple(k)}.")
     n_bars = len(k) + (encoding_scores is not None)
     width = 0.8 / n_bars
-    fig, ax = new_axes(ax, (1.5 + 1.0 * len(rois) * n_bars * 0.5, 4.0))
+    fig, ax = new_axes(ax, (2.2 + 1.0 * len(rois) * n_bars * 0.5, 4.0))
     x = np.arange(len(rois))
     for b, v in enumerate(k):
         pos = x + (b - (n_bars - 1) / 2) * width
         acc = [results[r][f"top{v}"] for r in rois]
-        err = [results[r].get(f"top{v}_std", 0.0) for r in rois]
-        ax.bar(pos, acc, width * 0.95, yerr=err, label=f"top-{v} identification",
-               capsize=2)
+        # error bars only where the result has a spread (identification_protocol's draws)
+        spread = all(f"top{v}_std" in results[r] for r in rois)
+        err = [results[r][f"top{v}_std"] for r in rois] if spread else None
+        ax.bar(pos, acc, width * 0.95, yerr=err, capsize=2 if spread else 0,
+               label=f"top-{v} identification" + (" (\u00b1 SD over draws)" if spread else ""))
         ax.hlines([results[r][f"chance_top{v}"] for r in rois], pos - width / 2,
                   pos + width / 2, colors="black", linestyles="dotted",
                   label="chance" if b == 0 else None)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.set_xticks(x, [str(r) for r in rois])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("identification accuracy")
     if encoding_scores is not None:
+        # a second quantity, a second axis: the encoding score is a correlation
+        score_ax = ax.twinx()
         pos = x + (n_bars - 1 - (n_bars - 1) / 2) * width
         means, sems = [], []
         for r in rois:
@@ -170,12 +183,15 @@ def plot_identification(
             s = s[np.isfinite(s)]
             means.append(s.mean())
             sems.append(s.std(ddof=1) / np.sqrt(s.size) if s.size > 1 else 0.0)
-        ax.bar(pos, means, width * 0.95, yerr=sems, color="tab:green", capsize=2,
-               label="encoding score (mean r)")
-    ax.set_xticks(x, [str(r) for r in rois])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy / Pearson r")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        score_ax.bar(pos, means, width * 0.95, yerr=sems, color="tab:green", capsize=2,
+                     label="encoding score (mean r \u00b1 SEM over voxels)")
+        score_ax.set_ylim(min(0.0, 1.1 * min(means)), 1)
+        score_ax.set_ylabel("encoding score (mean Pearson r)", color="tab:green")
+        score_ax.tick_params(axis="y", colors="tab:green")
+        more_handles, more_labels = score_ax.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.1),
+              ncol=2)
     if title is not None:
         ax.set_title(title)
     return finish(fig, output_file)

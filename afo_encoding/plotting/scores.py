@@ -35,7 +35,7 @@ def _groups_of(scores: Any, groups: Any) -> dict:
 
 
 def _ceiling_of(noise_ceiling: Any, name: Hashable, groups: Any) -> float | None:
-    """The noise ceiling drawn over one violin: a number, the median of per-voxel ones."""
+    """The noise ceiling drawn over one violin: a number, the mean of per-voxel ones."""
     if noise_ceiling is None:
         return None
     if isinstance(noise_ceiling, Mapping):
@@ -51,7 +51,7 @@ def _ceiling_of(noise_ceiling: Any, name: Hashable, groups: Any) -> float | None
         return None
     value = np.asarray(value, dtype=np.float64)
     value = value[np.isfinite(value)]
-    return float(np.median(value)) if value.size else None
+    return float(np.mean(value)) if value.size else None
 
 
 @fill_plot_doc
@@ -60,12 +60,16 @@ def plot_score_distributions(
     groups: Any = None,
     *,
     noise_ceiling: Any = None,
+    order: Any = None,
     ax: Axes | None = None,
     ylabel: str = "Pearson r",
     title: str | None = None,
     output_file: str | Path | None = None,
 ) -> Figure:
     """Violins of voxel scores per ROI or per model, with noise ceilings (Figure 1).
+
+    Each violin marks the mean score (a short line), the statistic that tables of mean r
+    report, and the ceiling over it is the mean of the voxels' ceilings.
 
     Parameters
     ----------
@@ -78,10 +82,13 @@ def plot_score_distributions(
         Label of every voxel (e.g. ROI names), with an array of ``scores``.
     noise_ceiling : float | array-like | dict | None
         Drawn as a dashed black segment over each violin: one number for all; per-voxel
-        ceilings aligned with ``scores`` (their median per group); or a dict keyed like
+        ceilings aligned with ``scores`` (their mean per group); or a dict keyed like
         the violins (or, for a dict of dicts, by group) of numbers or per-voxel arrays.
         Use the units of the scores (r units for Pearson r, e.g.
         ``make_retinotopic_dataset(...).noise_ceiling``).
+    order : sequence | None
+        The groups from left to right (e.g. ``["early", "mid", "late"]``); default: in
+        the order they first appear. Groups left out are not drawn.
     ylabel : str
         Label of the score axis.
     %(axes_options)s
@@ -89,7 +96,7 @@ def plot_score_distributions(
     Returns
     -------
     fig : matplotlib.figure.Figure
-        One violin body per distribution (with its median marked), one dashed line per
+        One violin body per distribution (with its mean marked), one dashed line per
         known ceiling.
 
     Examples
@@ -103,6 +110,12 @@ def plot_score_distributions(
     True
     """
     table, models, nested = _score_table(scores, groups)
+    if order is not None:
+        missing = [g for g in order if g not in table]
+        if missing:
+            raise ValueError(f"order names groups without scores: {missing}; the groups "
+                             f"are {list(table)}.")
+        table = {g: table[g] for g in order}
     group_names = list(table)
     fig, ax = new_axes(ax, (1.2 + 1.1 * len(group_names) * max(1.0, len(models) * 0.7), 4.0))
     _draw_violins(ax, table, models)
@@ -111,7 +124,7 @@ def plot_score_distributions(
     ceiling_drawn = _draw_ceilings(ax, group_names, noise_ceiling, voxel_groups)
     ax.set_xticks(range(len(group_names)), [str(g) for g in group_names])
     ax.axhline(0.0, color="grey", linewidth=0.5)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel} (line: mean)")
     if nested or ceiling_drawn:
         ax.legend(fontsize="small", loc="best")
     if title is not None:
@@ -154,7 +167,9 @@ def _draw_violins(ax: Axes, table: dict, models: list) -> None:
             positions.append(g + (m - (len(models) - 1) / 2) * width)
             data.append(values)
         parts = ax.violinplot(data, positions=positions, widths=width * 0.9,
-                              showmedians=True, showextrema=False)
+                              showmeans=True, showmedians=False, showextrema=False)
+        parts["cmeans"].set_color("black")
+        parts["cmeans"].set_gid("mean")
         for body in parts["bodies"]:
             body.set_facecolor(colors[m])
             body.set_edgecolor("black")

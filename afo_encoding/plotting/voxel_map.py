@@ -92,7 +92,8 @@ def plot_voxel_map(
     vmin, vmax : float | list | None
         Colour limits, or one pair per map (default: the range of each map).
     times : sequence of float | None
-        EEG/MEG: the times (s) of the topomaps (default: 5 evenly spaced).
+        EEG/MEG: the times (s) of the topomaps (default: 5 evenly spaced after stimulus
+        onset, 0 ms excluded, when the epochs reach past it).
     view : str
         Surfaces: the camera (nilearn's ``view``: "posterior", "lateral", "medial"...).
     title : str | None
@@ -188,12 +189,15 @@ def _topomaps(epochs: Any, titles: list, cmaps: list, lims: list,
     import matplotlib.pyplot as plt
     import mne
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import ListedColormap, Normalize
 
     data = epochs.get_data(copy=True)
     all_times = epochs.times
     if times is None:
-        times = all_times[np.unique(np.linspace(0, len(all_times) - 1, 5).round().astype(int))]
+        # after stimulus onset: before it (and at 0 ms) the brain has not responded, and
+        # what a model learned there (a retina map, layer weights) is noise
+        after = all_times[all_times > 0] if (all_times > 0).any() else all_times
+        times = after[np.unique(np.linspace(0, len(after) - 1, 5).round().astype(int))]
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     if times.min() < all_times[0] - 1e-9 or times.max() > all_times[-1] + 1e-9:
         raise ValueError(
@@ -201,21 +205,26 @@ def _topomaps(epochs: Any, titles: list, cmaps: list, lims: list,
             f"got {times.tolist()}."
         )
     n_rows, n_cols = len(titles), len(times)
-    fig, axes = plt.subplots(
-        n_rows, n_cols + 1, figsize=(1.9 * n_cols + 0.8, 2.2 * n_rows), squeeze=False,
-        gridspec_kw={"width_ratios": [1.0] * n_cols + [0.08]},
-    )
+    fig = plt.figure(figsize=(1.9 * n_cols + 0.8, 2.5 * n_rows), layout="constrained")
+    rows = np.atleast_1d(fig.subfigures(n_rows, 1))
     ch_types = set(epochs.get_channel_types())
     for i, (name, cmap, (lo, hi)) in enumerate(zip(titles, cmaps, lims)):
+        # one subfigure per map: its title sits above its row, clear of the time labels
+        axes = rows[i].subplots(1, n_cols + 1,
+                                gridspec_kw={"width_ratios": [1.0] * n_cols + [0.08]})
         evoked = mne.EvokedArray(np.nan_to_num(data[i], nan=lo), epochs.info,
                                  tmin=float(all_times[0]), verbose=False)
-        evoked.plot_topomap(times=times, axes=list(axes[i, :n_cols]), colorbar=False,
+        # labels (a ListedColormap) are not interpolated between sensors: no made-up
+        # classes, no contour lines
+        labels = isinstance(cmap, ListedColormap)
+        evoked.plot_topomap(times=times, axes=list(axes[:n_cols]), colorbar=False,
                             show=False, cmap=cmap, vlim=(lo, hi), time_unit="ms",
-                            scalings={t: 1.0 for t in ch_types}, sensors=True)
-        fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), cax=axes[i, -1])
+                            scalings={t: 1.0 for t in ch_types}, sensors=True,
+                            image_interp="nearest" if labels else "cubic",
+                            contours=0 if labels else 6)
+        fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), cax=axes[-1])
         if name:
-            axes[i, 0].set_title(name, loc="left", fontsize="medium", pad=16)
-    fig.subplots_adjust(hspace=0.45)
+            rows[i].suptitle(name, x=0.01, ha="left", fontsize="medium")
     return fig
 
 

@@ -52,6 +52,9 @@ class ArraySpace(ResponseSpace):
     def _from_raw(self, Y: np.ndarray) -> np.ndarray:
         return Y.reshape(Y.shape[0], *self.sample_shape)
 
+    def _one_sample(self, container: np.ndarray) -> np.ndarray:
+        return container[0]
+
     def _geometry(self) -> dict[str, Any]:
         return {"sample_shape": list(self.sample_shape)}
 

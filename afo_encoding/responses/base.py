@@ -115,7 +115,10 @@ class ResponseSpace:
         ----------
         Y : array-like, shape (n_samples, n_voxels)
             One value per kept voxel, e.g. predictions or scores; a 1D ``(n_voxels,)``
-            array is read as one sample (with a single voxel, as one value per sample).
+            array is read as one sample (with a single voxel, as one value per sample)
+            and comes back without a sample axis, as nilearn's maskers give it: a 3D
+            Niimg, a SurfaceImage with 1D data, an array of the sample's shape (Epochs
+            keep one epoch).
         **kwargs
             Container-specific options (see the subclass).
 
@@ -129,6 +132,9 @@ class ResponseSpace:
         """
         Y = np.asarray(Y)
         check_numeric(Y, "Values to inverse_transform")
+        # one sample given as 1D comes back as one sample (3D Niimg, 1D array), as
+        # NiftiMasker gives it
+        one_sample = Y.ndim == 1 and self.n_voxels > 1
         if Y.ndim == 1:
             Y = Y[:, None] if self.n_voxels == 1 else Y[None]
         if Y.ndim != 2 or Y.shape[1] != self.n_voxels:
@@ -141,7 +147,12 @@ class ResponseSpace:
         else:
             full = np.full((Y.shape[0], self.n_raw_voxels), np.nan, dtype=np.float32)
             full[:, self.keep] = Y
-        return self._from_raw(full, **kwargs)
+        out = self._from_raw(full, **kwargs)
+        return self._one_sample(out) if one_sample else out
+
+    def _one_sample(self, container: Any) -> Any:
+        """``container`` of one sample without its sample axis (where the kind has one)."""
+        return container
 
     def to_dict(self) -> dict[str, Any]:
         """Describe the space with JSON values and numpy arrays only.

@@ -74,14 +74,18 @@ class EpochsSpace(ResponseSpace):
     events, event_id
         Events of the epochs the space was made from (reused by ``inverse_transform``
         when the number of samples matches).
+    metadata : pandas.DataFrame | None
+        Their metadata (reused the same way).
     """
 
     kind = "epochs"
 
     def __init__(
-        self, info: Any, times: np.ndarray, events: np.ndarray, event_id: dict, **base: Any
+        self, info: Any, times: np.ndarray, events: np.ndarray, event_id: dict,
+        metadata: Any = None, **base: Any
     ) -> None:
         self.info = info
+        self.metadata = metadata
         self.times = np.asarray(times, dtype=np.float64)
         self.events = np.asarray(events, dtype=np.int64).reshape(-1, 3)
         self.event_id = {str(k): int(v) for k, v in event_id.items()}
@@ -121,7 +125,8 @@ class EpochsSpace(ResponseSpace):
         return _epochs_data(y, self.ch_names), True
 
     def inverse_transform(
-        self, Y: Any, events: np.ndarray | None = None, event_id: dict | None = None
+        self, Y: Any, events: np.ndarray | None = None, event_id: dict | None = None,
+        metadata: Any = None, like: Any = None,
     ) -> Any:
         """Give ``(n_samples, n_voxels)`` values back as an :class:`mne.EpochsArray`.
 
@@ -130,10 +135,18 @@ class EpochsSpace(ResponseSpace):
         Y : array-like, shape (n_samples, n_voxels)
             One value per kept (channel, time) column; left-out columns come back NaN.
         events : ndarray of int, shape (n_samples, 3), optional
-            Events of the new epochs. By default, the events of the Epochs the space was
-            made from when ``n_samples`` matches, else MNE's default events.
+            Events of the new epochs. By default, those of ``like``, else those of the
+            Epochs the space was made from when ``n_samples`` matches, else MNE's default
+            events.
         event_id : dict, optional
             Event names and codes going with ``events``.
+        metadata : pandas.DataFrame, optional
+            One row per epoch (default: that of ``like``, or of the fitted Epochs when
+            ``n_samples`` matches).
+        like : mne.Epochs, optional
+            The epochs ``Y`` stands for, e.g. the measured test epochs whose images were
+            predicted: their events, event_id and metadata are kept, so that
+            ``pred["category == 'face'"]`` and MNE's condition-wise plots work.
 
         Returns
         -------
@@ -141,19 +154,35 @@ class EpochsSpace(ResponseSpace):
             Same info (channels, positions, sampling rate), times and ``tmin``; data in
             float64, equal to ``Y`` (float32) exactly.
         """
-        return super().inverse_transform(Y, events=events, event_id=event_id)
+        if like is not None:
+            n = np.atleast_2d(np.asarray(Y)).shape[0]
+            if len(like.events) != n:
+                raise ValueError(
+                    f"like= has {len(like.events)} epochs for {n} rows of values; give the "
+                    "Epochs whose images were predicted, in the same order."
+                )
+            events = like.events if events is None else events
+            event_id = like.event_id if event_id is None else event_id
+            metadata = like.metadata if metadata is None else metadata
+        return super().inverse_transform(Y, events=events, event_id=event_id,
+                                         metadata=metadata)
 
     def _from_raw(
-        self, Y: np.ndarray, events: np.ndarray | None = None, event_id: dict | None = None
+        self, Y: np.ndarray, events: np.ndarray | None = None, event_id: dict | None = None,
+        metadata: Any = None,
     ) -> Any:
         import mne
 
         data = Y.reshape(Y.shape[0], len(self.ch_names), len(self.times)).astype(np.float64)
         if events is None and Y.shape[0] == len(self.events):
             events, event_id = self.events, self.event_id or None
+            if metadata is None:
+                metadata = self.metadata
+        if metadata is not None:
+            metadata = metadata.reset_index(drop=True)
         return mne.EpochsArray(
             data, self.info.copy(), events=events, tmin=float(self.times[0]),
-            event_id=event_id, baseline=None, verbose=False,
+            event_id=event_id, baseline=None, metadata=metadata, verbose=False,
         )
 
     def _geometry(self) -> dict[str, Any]:
@@ -250,6 +279,7 @@ def fit_epochs(
         # events only when they surely match the rows read (MNE may drop bad epochs on read)
         y.events if len(y.events) == Y.shape[0] else np.zeros((0, 3)),
         y.event_id,
+        y.metadata if len(y.events) == Y.shape[0] else None,
         keep=np.ones(n_channels * n_times, dtype=bool),
         coords=raw_coords,
         modality=modality or _epochs_modality(info),

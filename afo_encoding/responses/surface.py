@@ -108,6 +108,13 @@ class SurfaceSpace(ResponseSpace):
             start += n
         return SurfaceImage(mesh=self.mesh, data=data)
 
+    def _one_sample(self, container: Any) -> Any:
+        from nilearn.surface import SurfaceImage
+
+        return SurfaceImage(mesh=self.mesh, data={
+            part: np.ascontiguousarray(np.asarray(data)[:, 0])
+            for part, data in container.data.parts.items()})
+
     def _geometry(self) -> dict[str, Any]:
         geometry: dict[str, Any] = {"parts": list(self.parts)}
         for part, (coordinates, faces) in _mesh_arrays(self.mesh).items():

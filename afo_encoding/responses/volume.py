@@ -167,6 +167,11 @@ class VolumeSpace(ResponseSpace):
 
         return unmask(Y, self.mask_img)
 
+    def _one_sample(self, container: Any) -> Any:
+        from nilearn.image import index_img
+
+        return index_img(container, 0)
+
     def _geometry(self) -> dict[str, Any]:
         return {"mask": self._mask.astype(np.uint8), "affine": self.affine.astype(np.float64)}
 
