@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import afo_encoding.encoders.afo as afo_module
+from afo_encoding.encoders import afo_stages
 from afo_encoding.encoders.afo import AllForOneEncoder, random_rois_like
 from afo_encoding.encoders.topy import TopyEncoder
 from afo_encoding.io import load
@@ -135,7 +136,7 @@ def test_recipe_with_out_of_fold_teachers_predicts_like_a_topy_encoder(fit_calls
 
 def test_missing_or_misshaped_teacher_is_an_error():
     X, Y, coords = _data()
-    spec = afo_module._FitSpec(
+    spec = afo_stages.FitSpec(
         "s", "stage2", 0, None, [np.arange(N_SAMPLES)], [None], use_soft_targets=True,
         soft_weight=[np.ones(N_VOXELS, np.float32)],
     )  # fmt: skip
@@ -145,9 +146,9 @@ def test_missing_or_misshaped_teacher_is_an_error():
         if k not in ("random_state", "checkpoint_dir")
     }
     with pytest.raises(ValueError, match="teacher predictions are missing"):
-        afo_module._run_fit(spec, params, [X], [Y], [coords], None, False, 0, None)
+        afo_stages.run_fit(spec, params, [X], [Y], [coords], None, False, 0, None)
     with pytest.raises(ValueError, match="soft_targets must have one value per voxel"):
-        afo_module._run_fit(spec, params, [X], [Y], [coords], [Y[:, :3]], False, 0, None)
+        afo_stages.run_fit(spec, params, [X], [Y], [coords], [Y[:, :3]], False, 0, None)
 
 
 def test_ablations_naive_nodk_and_extra_round(fit_calls, monkeypatch):

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import check_cv
 
+from .._devices import ArrayBackend, get_backend
 from .._logging import logger, progress
 
 SCORINGS = ("r2", "pearson", "neg_mse")
@@ -89,132 +90,6 @@ class RidgeCVResult:
     scoring: str
     solver: str
     cv_predictions: np.ndarray | None = None
-
-
-class ArrayBackend:
-    """The few array operations the solver needs, for numpy or torch.
-
-    Both libraries share operators, ``.T``, ``.sum(0)``, slicing and broadcasting; this
-    shim covers the rest (creation, dtype changes, float64 reductions, ``eigh``), so the
-    solver has a single code path.
-
-    Parameters
-    ----------
-    name : {"numpy", "torch"}
-        The array library.
-    device : str or None
-        Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); numpy runs on the CPU.
-    """
-
-    def __init__(self, name: str, device: str | None = None):
-        if name == "torch":
-            import torch
-
-            self._torch = torch
-            self.device = torch.device(device or "cpu")
-            self.float32, self.float64 = torch.float32, torch.float64
-        elif name == "numpy":
-            if device not in (None, "cpu"):
-                raise ValueError(
-                    f"The numpy backend runs on the CPU only, got device={device!r}; "
-                    "use backend='torch' for a GPU."
-                )
-            self._torch = None
-            self.device = "cpu"
-            self.float32, self.float64 = np.float32, np.float64
-        else:
-            raise ValueError(f"backend must be 'numpy' or 'torch', got {name!r}.")
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"ArrayBackend({self.name!r}, device={str(self.device)!r})"
-
-    def dtype(self, dtype: Any) -> Any:
-        """Backend dtype for a numpy-like dtype (``np.float32``, ``"float64"``...)."""
-        if self._torch is None:
-            return np.dtype(dtype).type
-        return {np.float32: self.float32, np.float64: self.float64}[np.dtype(dtype).type]
-
-    def asarray(self, x: Any, dtype: Any) -> Any:
-        """``x`` (numpy array, torch tensor, list) as a backend array of ``dtype``."""
-        if self._torch is None:
-            if type(x).__module__.startswith("torch"):
-                x = x.detach().cpu().numpy()
-            return np.asarray(x, dtype=dtype)
-        if not isinstance(x, self._torch.Tensor):
-            x = self._torch.from_numpy(np.ascontiguousarray(x))
-        return x.to(device=self.device, dtype=dtype)
-
-    def astype(self, x: Any, dtype: Any) -> Any:
-        """Cast ``x`` to ``dtype`` (no copy when it already has it)."""
-        return x.astype(dtype, copy=False) if self._torch is None else x.to(dtype)
-
-    def index(self, indices: np.ndarray) -> Any:
-        """Integer indices usable to take rows of backend arrays."""
-        if self._torch is None:
-            return np.asarray(indices, dtype=np.intp)
-        return self._torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy ``x`` to a numpy array on the CPU."""
-        return x if self._torch is None else x.detach().cpu().numpy()
-
-    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Array of zeros."""
-        if self._torch is None:
-            return np.zeros(shape, dtype=dtype)
-        return self._torch.zeros(shape, dtype=dtype, device=self.device)
-
-    def mean64(self, x: Any) -> Any:
-        """Column means accumulated in float64."""
-        return x.mean(0, dtype=self.float64)
-
-    def sum64(self, x: Any) -> Any:
-        """Column sums accumulated in float64."""
-        return x.sum(0, dtype=self.float64)
-
-    def all_finite(self, x: Any) -> bool:
-        """Whether ``x`` holds no NaN or infinity."""
-        return bool(np.isfinite(x).all()) if self._torch is None else bool(x.isfinite().all())
-
-    def qr(self, a: Any) -> Any:
-        """Orthonormal basis ``Q`` of the columns of ``a`` (reduced QR)."""
-        return np.linalg.qr(a)[0] if self._torch is None else self._torch.linalg.qr(a)[0]
-
-    def eigh(self, a: Any) -> tuple[Any, Any]:
-        """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
-        return np.linalg.eigh(a) if self._torch is None else self._torch.linalg.eigh(a)
-
-
-def get_backend(
-    backend: str = "auto", device: str | None = None, like: Any = None
-) -> ArrayBackend:
-    """Resolve ``backend``/``device`` arguments to an :class:`ArrayBackend`.
-
-    Parameters
-    ----------
-    backend : {"auto", "numpy", "torch"}
-        ``"auto"`` picks torch when ``device`` is a GPU, when ``device="auto"`` finds one,
-        or when ``like`` is a torch tensor; numpy otherwise.
-    device : str or None
-        ``None`` or ``"cpu"``: the CPU; ``"auto"``: the first GPU when torch sees one;
-        any torch device string otherwise.
-    like : object
-        An input array, to follow its library with ``backend="auto"``.
-
-    Returns
-    -------
-    backend : ArrayBackend
-    """
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "auto":
-        on_gpu = device is not None and str(device) != "cpu"
-        is_tensor = like is not None and type(like).__module__.startswith("torch")
-        backend = "torch" if on_gpu or is_tensor else "numpy"
-    return ArrayBackend(backend, device)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._subjects import check_subject
 from .adapters import ConvAdapter, LinearAdapter
 from .heads import VoxelHead
 from .probe import ProbeBranch
@@ -250,13 +251,7 @@ class TopyNet(nn.Module):
         return [s.head for s in self.subjects]
 
     def _subject(self, subject: int) -> SubjectReadout:
-        if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)):
-            raise TypeError(f"subject must be an int, got {type(subject).__name__}.")
-        if not 0 <= subject < self.n_subjects:
-            raise IndexError(
-                f"subject {subject} out of range: the model has {self.n_subjects} subject(s)."
-            )
-        return self.subjects[int(subject)]
+        return self.subjects[check_subject(subject, self.n_subjects, "the model")]
 
     def _check_features(self, features: Features) -> None:
         try:

@@ -11,7 +11,6 @@ greedy model soup chosen on the same validation data.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,9 +25,9 @@ from .._logging import logger, progress, use_log_level
 from .checkpoints import (
     TopKCheckpoints,
     atomic_save,
-    atomic_write_text,
     cpu_state_dict,
     run_fingerprint,
+    run_folder,
 )
 from .data import MixedSubjectSampler, SubjectData, check_monitors
 from .evaluation import VOXEL_CHUNK, validation_scores
@@ -545,25 +544,14 @@ def fit_model(
         key = run_fingerprint(
             model, subjects, asdict(config), f"{run_key}|seed={seed if seeded else None}"
         )
-        run_dir = Path(checkpoint_dir) / f"run-{key}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        meta = run_dir / "run.json"
-        if meta.exists():
-            seed = json.loads(meta.read_text())["seed"]
-        else:
-            atomic_write_text(
-                meta,
-                json.dumps(
-                    {
-                        "config": asdict(config),
-                        "run_key": run_key,
-                        "seed": seed,
-                        "model": type(model).__qualname__,
-                    },
-                    indent=1,
-                    default=str,
-                ),
-            )
+        run_dir, seed = run_folder(
+            checkpoint_dir,
+            f"run-{key}",
+            seed,
+            config=asdict(config),
+            run_key=run_key,
+            model=type(model).__qualname__,
+        )
     fabric = engine.fabric()
     job = _Job(
         model,
