@@ -47,12 +47,12 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._devices import backbone_autocast
 from .._logging import use_log_level
 from ._base import BaseEncoder, backbone_features, flat_inputs, make_backbone
-from ._inputs import is_multi_subject, row_ids
+from ._inputs import is_multi_subject, numbers_not_in_an_array, row_ids
 from ._validation import (
     FOLDER,
     MEMORY,
@@ -325,13 +325,20 @@ class AllForOneEncoder(BaseEncoder):
         base._validate_params()
         return base
 
-    def _stage_inputs(self, base: TopyEncoder, Xs: list, memory: Any) -> tuple[list, list, bool]:
-        """Inputs of the stage fits, computed once: FeatureStores of the images (the
-        backbone runs here only) or the 2D feature arrays; and the sample ids."""
+    def _flat_inputs(self, Xs: list) -> tuple[list, list] | None:
+        """2D features of every subject, checked as scikit-learn does (sparse, complex,
+        NaN...; sets ``n_features_in_``), and their row ids; ``None`` for images."""
         flats = flat_inputs(Xs)
-        if flats is not None:
-            arrays = [np.asarray(f, dtype=np.float32) for f in flats]
-            return arrays, [row_ids(a) for a in arrays], True
+        if flats is None:
+            if hasattr(self, "n_features_in_"):
+                del self.n_features_in_
+            return None
+        arrays = [validate_data(self, f, reset=True, dtype=np.float32) for f in flats]
+        return arrays, [row_ids(a) for a in arrays]
+
+    def _image_inputs(self, base: TopyEncoder, Xs: list, memory: Any) -> tuple[list, list]:
+        """FeatureStores of every subject's images (the backbone runs here only, once for
+        the whole recipe) and their ids."""
         stores = backbone_features(
             make_backbone(base.backbone, base.layers, base.backbone_params),
             Xs,
@@ -340,18 +347,25 @@ class AllForOneEncoder(BaseEncoder):
             autocast=backbone_autocast(base.precision),
             verbose=self.verbose,
         )
-        return stores, [st.ids for st in stores], False
+        return stores, [st.ids for st in stores]
 
     def _responses(self, base: TopyEncoder, y: list, coords: Any, multi: bool):
         """Every subject's responses and response space (the stage fits share them)."""
         from ..responses import as_responses
 
         n_sub = len(y)
+        y = [
+            np.asarray(y_s, dtype=np.float64) if numbers_not_in_an_array(y_s) else y_s for y_s in y
+        ]
         coords_in = list(coords) if multi and coords is not None else [coords] * n_sub
         mask = base.mask
         masks = mask if multi and isinstance(mask, (list, tuple)) else [mask] * n_sub
         pairs = [as_responses(y[s], mask=masks[s], coords=coords_in[s]) for s in range(n_sub)]
-        return [Y for Y, _ in pairs], [space for _, space in pairs]
+        return (
+            [Y for Y, _ in pairs],
+            [space for _, space in pairs],
+            [getattr(y_s, "ndim", None) == 1 for y_s in y],
+        )
 
     @contextlib.contextmanager
     def _feature_memory(self):
@@ -474,18 +488,21 @@ class AllForOneEncoder(BaseEncoder):
         with use_log_level(self.verbose):
             multi = is_multi_subject(X, y)
             Xs, ys = (list(X), list(y)) if multi else ([X], [y])
-            Ys, spaces = self._responses(base, ys, coords, multi)
+            flat = self._flat_inputs(Xs)
+            Ys, spaces, one_d = self._responses(base, ys, coords, multi)
             rng = check_random_state(self.random_state)
             seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
             with self._feature_memory() as memory:
-                inputs, ids, flat = self._stage_inputs(base, Xs, memory)
+                inputs, ids = flat or self._image_inputs(base, Xs, memory)
                 for Y, sample_ids in zip(Ys, ids):
                     check_n_samples(len(sample_ids), Y)
                 runner = self._runner(base, inputs, Ys, spaces, multi, seed, ids)
                 self._run_recipe(runner, spaces, multi, rng)
-        self.final_estimator_.space_ = spaces if multi else spaces[0]
-        if flat:
-            self.n_features_in_ = self.final_estimator_.n_features_in_
+        final = self.final_estimator_
+        # the final model was fitted on the responses as 2D arrays over the kept voxels:
+        # it answers in the container and shape the user's y came in
+        final.space_ = spaces if multi else spaces[0]
+        final._one_d = one_d
         return self
 
     def _run_recipe(self, runner: StageRunner, spaces: list, multi: bool, rng) -> None:
@@ -585,9 +602,16 @@ class AllForOneEncoder(BaseEncoder):
                     )
                 specs.append(
                     FitSpec(
-                        f"{stage}_roi{k}_fold{f}", stage, k, f, train, predict,
-                        loss_weight=loss_weight, soft_weight=soft_weight,
-                        monitor=[m.astype(bool) for m in in_roi], use_soft_targets=from_teacher,
+                        f"{stage}_roi{k}_fold{f}",
+                        stage,
+                        k,
+                        f,
+                        train,
+                        predict,
+                        loss_weight=loss_weight,
+                        soft_weight=soft_weight,
+                        monitor=[m.astype(bool) for m in in_roi],
+                        use_soft_targets=from_teacher,
                         keep_model=self.keep_stage_estimators,
                     )  # fmt: skip
                 )
@@ -754,5 +778,3 @@ class AllForOneEncoder(BaseEncoder):
 
 def _is(value: Any, name: str) -> bool:
     return isinstance(value, str) and value == name
-
-
