@@ -138,7 +138,7 @@ def test_recipe_with_out_of_fold_teachers_predicts_like_a_topy_encoder(fit_calls
 def test_missing_or_misshaped_teacher_is_an_error():
     X, Y, coords = _data()
     spec = afo_stages.FitSpec(
-        "s", "stage2", 0, None, [np.arange(N_SAMPLES)], [None], use_soft_targets=True,
+        "s", [np.arange(N_SAMPLES)], [None], use_soft_targets=True,
         soft_weight=[np.ones(N_VOXELS, np.float32)],
     )  # fmt: skip
     params = {

@@ -556,7 +556,7 @@ class AllForOneEncoder(BaseEncoder):
         """One all-ROI model on every sample (the naive model, stage 3)."""
         n_sub = len(runner.Ys)
         rows = [np.arange(len(Y)) for Y in runner.Ys]
-        return FitSpec(stage, stage, None, None, rows, [None] * n_sub)
+        return FitSpec(stage, rows, [None] * n_sub)
 
     def _resolve_rois(self, naive, seed, spaces: list, multi: bool, rng) -> list:
         """Sets ``rois_`` and ``roi_labels_`` (veROIs of the naive model, or the given /
@@ -603,9 +603,6 @@ class AllForOneEncoder(BaseEncoder):
                 specs.append(
                     FitSpec(
                         f"{stage}_roi{k}_fold{f}",
-                        stage,
-                        k,
-                        f,
                         train,
                         predict,
                         loss_weight=loss_weight,

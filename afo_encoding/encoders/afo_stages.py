@@ -30,10 +30,7 @@ __all__ = ["FitOutput", "FitSpec", "StageRunner", "recipe_folder", "run_fit"]
 class FitSpec:
     """One TopyEncoder fit of the recipe: what it trains on and which rows it predicts."""
 
-    name: str
-    stage: str
-    roi: int | None
-    fold: int | None
+    name: str  # the stage, and the ROI and fold of an ROI stage's fit (file names)
     train_index: list  # per subject: sample indices the fit trains (and validates) on
     predict_index: list  # per subject: sample indices whose predictions are the teacher
     loss_weight: list | None = None
