@@ -52,6 +52,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._devices import backbone_autocast
 from .._logging import use_log_level
 from ._base import BaseEncoder, backbone_features, flat_inputs, make_backbone
+from ._docs import fill_encoder_doc
 from ._inputs import is_multi_subject, numbers_not_in_an_array, row_ids
 from ._validation import (
     FOLDER,
@@ -112,6 +113,7 @@ def random_rois_like(labels: Any, random_state: Any = None) -> Any:
     return rng.permutation(np.asarray(labels))
 
 
+@fill_encoder_doc
 class AllForOneEncoder(BaseEncoder):
     """The All-for-One recipe: ROI models, dark-knowledge distillation, one all-ROI model.
 
@@ -175,8 +177,7 @@ class AllForOneEncoder(BaseEncoder):
         default, so ``joblib.parallel_config`` chooses, e.g. a dask or ray backend). The
         backbone runs once, here; workers read the features from the disk cache
         (``memory``, or a temporary folder when none is given).
-    memory : str, Path, joblib.Memory or None, default=None
-        Disk cache of the backbone features.
+    %(memory)s
     checkpoint_dir : str, Path or None, default=None
         Every finished stage fit is saved there (``afo_encoding.save`` + its teacher
         predictions), and every fit checkpoints its epochs; refitting the same data with

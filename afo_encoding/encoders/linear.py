@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._devices import ACCELERATORS, ArrayBackend, feature_device, get_backend
 from .._logging import logger, progress, use_log_level
 from ._base import BaseEncoder, backbone_features
+from ._docs import fill_encoder_doc
 from ._inputs import as_flat_features, is_multi_subject, numbers_not_in_an_array
 from ._validation import (
     MEMORY,
@@ -113,6 +114,7 @@ def principal_axes(
     return np.ascontiguousarray(components * signs[:, None], dtype=np.float32)
 
 
+@fill_encoder_doc
 class LinearProbeEncoder(BaseEncoder):
     """Frozen backbone features, PCA, and ridge with its own alpha for every voxel.
 
@@ -126,12 +128,7 @@ class LinearProbeEncoder(BaseEncoder):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="pyramid"
-        Anything :func:`afo_encoding.backbones.get_backbone` takes.
-    layers : list or None, default=None
-        Backbone layers to read (``None``: the backbone's default).
-    backbone_params : dict or None, default=None
-        More keyword arguments for ``get_backbone`` (e.g. ``{"image_size": 64}``).
+    %(backbone)s
     mask : optional
         Which voxels to model, passed to :func:`afo_encoding.as_responses`.
     pool_size : int or None, default=4
@@ -166,8 +163,7 @@ class LinearProbeEncoder(BaseEncoder):
     backend : {"auto", "numpy", "torch"}, default="auto"
         Array library of the PCA and the ridge solver (``"auto"``: torch on a GPU, numpy
         on the CPU).
-    memory : str, Path, joblib.Memory or None, default=None
-        Disk cache of the backbone features (nilearn's convention).
+    %(memory)s
     batch_size : int, default=32
         Images per backbone forward pass.
     n_targets_batch : int or None, default=None

@@ -20,6 +20,7 @@ from .._devices import (
 )
 from .._logging import logger
 from ._base import BaseEncoder, backbone_features, flat_inputs
+from ._docs import fill_encoder_doc
 from ._inputs import (
     ids_digest,
     is_multi_subject,
@@ -66,6 +67,7 @@ _PRECISIONS = StrOptions(
 )  # fmt: skip
 
 
+@fill_encoder_doc
 class TopyEncoder(BaseEncoder):
     """Encoding model of the paper: frozen backbone + TopyNeck + one linear head per voxel.
 
@@ -97,15 +99,7 @@ class TopyEncoder(BaseEncoder):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="pyramid"
-        Anything :func:`afo_encoding.backbones.get_backbone` takes: ``"pyramid"`` (Gabor
-        pyramid, offline, fast on a CPU), ``"efficientnet-lite0"`` (pretrained on
-        ImageNet, offline, with the ``[models]`` extra), ``"dinov2-base"`` (the paper's),
-        a Hugging Face id, a module.
-    layers : list or None, default=None
-        Backbone layers to read (``None``: the backbone's default).
-    backbone_params : dict or None, default=None
-        More keyword arguments for ``get_backbone`` (e.g. ``{"image_size": 64}``).
+    %(backbone)s
     mask : Niimg, NiftiMasker, SurfaceImage, boolean array, list or None, default=None
         Which voxels to model, passed to :func:`afo_encoding.as_responses` (for a Niimg
         ``y``, ``None`` computes a mask as nilearn's ``NiftiMasker`` does); a list gives
@@ -183,9 +177,7 @@ class TopyEncoder(BaseEncoder):
         from Python (notebooks, tests).
     num_nodes : int, default=1
         Machines for training.
-    memory : str, Path, joblib.Memory or None, default=None
-        Disk cache of the backbone features (nilearn's convention). Features are cached in
-        RAM for the process in any case.
+    %(memory)s
     checkpoint_dir : str, Path or None, default=None
         Where the top checkpoints and the resume state go; refitting the same data with the
         same parameters after an interruption resumes after the last finished epoch.
