@@ -356,23 +356,7 @@ def ridge_cv(
     >>> result.coef.shape, result.alpha.shape
     ((20, 5), (5,))
     """
-    if scoring not in SCORINGS:
-        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}.")
-    if solver not in ("auto", "primal", "dual"):
-        raise ValueError(f"solver must be 'auto', 'primal' or 'dual', got {solver!r}.")
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.")
-    if n_targets_batch is not None and (
-        not isinstance(n_targets_batch, numbers.Integral) or n_targets_batch < 1
-    ):
-        raise ValueError(
-            f"n_targets_batch must be a positive int or None, got {n_targets_batch!r}."
-        )
-    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
-    if alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
-        raise ValueError(
-            f"alphas must be a non-empty list of positive finite numbers, got {alphas}."
-        )
+    alphas = _check_ridge_arguments(scoring, solver, dtype, n_targets_batch, alphas)
     n_samples, n_features = _check_2d("X", X, "n_features")
     n_rows, n_targets = _check_2d("Y", Y, "n_targets")
     if n_rows != n_samples:
@@ -388,27 +372,7 @@ def ridge_cv(
         # centre once in float64 so that float32 products see no large offsets
         x = xb.astype(xb.astype(x, xb.float64) - x_offset, work)
 
-    splitter = check_cv(cv)
-    splits = [
-        (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n_samples, 1)))
-    ]
-    for train, test in splits:
-        if len(train) == 0 or len(test) == 0:
-            raise ValueError(
-                "A cross-validation fold has an empty training or test set; check `cv`."
-            )
-        if len(test) < 2 and scoring != "neg_mse":
-            raise ValueError(
-                f"scoring={scoring!r} needs at least 2 test samples per fold, got {len(test)} "
-                "(leave-one-out?); use fewer folds or scoring='neg_mse'."
-            )
-    if return_cv_predictions:
-        held_out = np.concatenate([test for _, test in splits])
-        if len(held_out) != n_samples or len(np.unique(held_out)) != n_samples:
-            raise ValueError(
-                "return_cv_predictions needs folds that hold every sample out exactly once "
-                "(K-fold); this `cv` does not."
-            )
+    splits = _check_splits(cv, n_samples, scoring, return_cv_predictions)
     min_train = min(len(train) for train, _ in splits)
     primal = {"primal": True, "dual": False, "auto": min_train >= n_features}[solver]
     logger.debug(
@@ -447,35 +411,13 @@ def ridge_cv(
     starts = range(0, n_targets, n_targets_batch)
     for start in progress(starts, verbose, desc="ridge", total=len(starts), unit="batch"):
         batch = slice(start, min(start + n_targets_batch, n_targets))
-        y = xb.asarray(Y[:, batch], work)
-        if not xb.all_finite(y):
-            raise ValueError(
-                f"Y contains NaN or infinite values (in targets {batch.start}-{batch.stop - 1})."
-            )
-        y_offset = xb.mean64(y) if fit_intercept else xb.zeros((y.shape[1],), xb.float64)
-        if fit_intercept:
-            y = y - xb.astype(y_offset, work)
-        scores = 0
-        projections = []
-        for fold, d in zip(folds, inverse):
-            z, b, y_mean_train = fold.project(xb, y)
-            scores = scores + _alpha_scores(xb, fold, z, b, y_mean_train, y[fold.test], d, scoring)
-            if return_cv_predictions:
-                projections.append((z, y_mean_train))
-        scores = xb.to_numpy(scores) / len(folds)
-        alpha_scores[:, batch] = scores
-        best = xb.asarray(alphas[scores.argmax(0)], xb.float64)
-        for fold, (z, y_mean_train), (_, test) in zip(folds, projections, splits):
-            dz = xb.astype(z / (fold.s[:, None] + best[None, :]), work)
-            pred = xb.astype(fold.a_test @ dz, xb.float64) + y_mean_train + y_offset
-            cv_predictions[test, batch] = xb.to_numpy(pred)
-        z, _, y_mean = full.project(xb, y)
-        weights = full.coef(xb.astype(z / (full.s[:, None] + best[None, :]), work))
-        coef[:, batch] = xb.to_numpy(weights)
-        if fit_intercept:
-            means = y_offset + y_mean
-            offset = means - (x_offset + full.x_mean) @ xb.astype(weights, xb.float64)
-            intercept[batch] = xb.to_numpy(offset)
+        fitted = _fit_batch(
+            xb, xb.asarray(Y[:, batch], work), batch, folds, inverse, full, splits, alphas,
+            scoring, fit_intercept, x_offset, return_cv_predictions,
+        )  # fmt: skip
+        alpha_scores[:, batch], coef[:, batch], intercept[batch], predictions = fitted
+        if return_cv_predictions:
+            cv_predictions[:, batch] = predictions
 
     alpha_index = alpha_scores.argmax(0)
     cv_scores = alpha_scores[alpha_index, np.arange(n_targets)]
@@ -491,3 +433,102 @@ def ridge_cv(
         solver="primal" if primal else "dual",
         cv_predictions=cv_predictions,
     )
+
+
+def _check_ridge_arguments(scoring, solver, dtype, n_targets_batch, alphas) -> np.ndarray:
+    """Check the options of :func:`ridge_cv`; returns the alphas as float64."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}.")
+    if solver not in ("auto", "primal", "dual"):
+        raise ValueError(f"solver must be 'auto', 'primal' or 'dual', got {solver!r}.")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.")
+    if n_targets_batch is not None and (
+        not isinstance(n_targets_batch, numbers.Integral) or n_targets_batch < 1
+    ):
+        raise ValueError(
+            f"n_targets_batch must be a positive int or None, got {n_targets_batch!r}."
+        )
+    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
+        raise ValueError(
+            f"alphas must be a non-empty list of positive finite numbers, got {alphas}."
+        )
+    return alphas
+
+
+def _check_splits(cv, n_samples: int, scoring: str, return_cv_predictions: bool) -> list:
+    """The ``(train, test)`` index arrays of ``cv``, checked for what ridge_cv needs."""
+    splitter = check_cv(cv)
+    splits = [
+        (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n_samples, 1)))
+    ]
+    for train, test in splits:
+        if len(train) == 0 or len(test) == 0:
+            raise ValueError(
+                "A cross-validation fold has an empty training or test set; check `cv`."
+            )
+        if len(test) < 2 and scoring != "neg_mse":
+            raise ValueError(
+                f"scoring={scoring!r} needs at least 2 test samples per fold, got {len(test)} "
+                "(leave-one-out?); use fewer folds or scoring='neg_mse'."
+            )
+    if return_cv_predictions:
+        held_out = np.concatenate([test for _, test in splits])
+        if len(held_out) != n_samples or len(np.unique(held_out)) != n_samples:
+            raise ValueError(
+                "return_cv_predictions needs folds that hold every sample out exactly once "
+                "(K-fold); this `cv` does not."
+            )
+    return splits
+
+
+def _fit_batch(
+    xb,
+    y,
+    batch,
+    folds,
+    inverse,
+    full,
+    splits,
+    alphas,
+    scoring,
+    fit_intercept,
+    x_offset,
+    return_cv_predictions,
+) -> tuple:
+    """Score every alpha on a batch of targets ``y`` and refit each at its best alpha.
+
+    Returns the alpha scores (n_alphas, n_batch), the weights, the intercepts and the
+    out-of-fold predictions (``None`` unless ``return_cv_predictions``), as numpy arrays.
+    """
+    work = y.dtype
+    intercept = np.zeros(y.shape[1])  # float64, cast by the caller's arrays
+    cv_predictions = np.empty(y.shape) if return_cv_predictions else None
+    if not xb.all_finite(y):
+        raise ValueError(
+            f"Y contains NaN or infinite values (in targets {batch.start}-{batch.stop - 1})."
+        )
+    y_offset = xb.mean64(y) if fit_intercept else xb.zeros((y.shape[1],), xb.float64)
+    if fit_intercept:
+        y = y - xb.astype(y_offset, work)
+    scores = 0
+    projections = []
+    for fold, d in zip(folds, inverse):
+        z, b, y_mean_train = fold.project(xb, y)
+        scores = scores + _alpha_scores(xb, fold, z, b, y_mean_train, y[fold.test], d, scoring)
+        if return_cv_predictions:
+            projections.append((z, y_mean_train))
+    scores = xb.to_numpy(scores) / len(folds)
+    best = xb.asarray(alphas[scores.argmax(0)], xb.float64)
+    for fold, (z, y_mean_train), (_, test) in zip(folds, projections, splits):
+        dz = xb.astype(z / (fold.s[:, None] + best[None, :]), work)
+        pred = xb.astype(fold.a_test @ dz, xb.float64) + y_mean_train + y_offset
+        cv_predictions[test] = xb.to_numpy(pred)
+    z, _, y_mean = full.project(xb, y)
+    weights = full.coef(xb.astype(z / (full.s[:, None] + best[None, :]), work))
+    if fit_intercept:
+        means = y_offset + y_mean
+        offset = means - (x_offset + full.x_mean) @ xb.astype(weights, xb.float64)
+        intercept = xb.to_numpy(offset)
+    return scores, xb.to_numpy(weights), intercept, cv_predictions
