@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -227,15 +228,15 @@ class LinearProbeEncoder(BaseEncoder):
     """
 
     _parameter_constraints = {
-        "backbone": [str, torch.nn.Module],
-        "layers": [None, list, tuple],
+        "backbone": [str, os.PathLike, torch.nn.Module],
+        "layers": [None, list, tuple, np.ndarray],
         "backbone_params": [None, dict],
         "mask": [Anything()],
         "pool_size": [Interval(Integral, 1, None, closed="left"), None],
         "use_global": [Boolean()],
         "standardize": [Boolean()],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "alphas": [None, ArrayLike()],
+        "alphas": [None, ArrayLike(), Interval(Real, 0, None, closed="neither")],
         "cv": [Interval(Integral, 2, None, closed="left"), CVObject()],
         "scoring": [StrOptions(SCORINGS)],
         "fit_intercept": [Boolean()],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -264,13 +265,13 @@ class TopyEncoder(BaseEncoder):
     """
 
     _parameter_constraints = {
-        "backbone": [str, torch.nn.Module],
-        "layers": [None, list, tuple],
+        "backbone": [str, os.PathLike, torch.nn.Module],
+        "layers": [None, list, tuple, np.ndarray],
         "backbone_params": [None, dict],
         "mask": [Anything()],
         "head_solver": [StrOptions(RECIPE_DEFAULTS)],
         "readout_channels": [_POSITIVE_INT],
-        "alphas": [None, ArrayLike()],
+        "alphas": [None, ArrayLike(), Interval(Real, 0, None, closed="neither")],
         "cv": [Interval(Integral, 2, None, closed="left"), CVObject()],
         "d_model": [_POSITIVE_INT],
         "adapter_width": [_POSITIVE_INT, None],
