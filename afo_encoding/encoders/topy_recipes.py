@@ -142,7 +142,9 @@ def network(enc, data: FitData, seed: int, **options: Any):
 
 
 def train(enc, model, data, subjects, seeds, readout, callbacks, **overrides):
-    """Run the training loop on ``model`` (see :func:`afo_encoding.training.fit_model`)."""
+    """Run the training loop on ``model`` with the encoder's settings (``overrides``
+    replace some) and its engine; returns the model (on the CPU) and the FitResult (see
+    :func:`afo_encoding.training.fit_model`)."""
     from ..training import EngineConfig, TrainingConfig, fit_model
 
     config = TrainingConfig(
@@ -195,7 +197,12 @@ def train(enc, model, data, subjects, seeds, readout, callbacks, **overrides):
 
 
 def fit_sgd(enc, data, subjects, standardizers, seeds, readout, callbacks):
-    """The paper's recipe: the whole network, heads included, trained by SGD."""
+    """The paper's recipe: the whole network, heads included, trained by SGD.
+
+    Returns the trained TopyNet (heads in the units of ``y``), the history, every
+    subject's validation r per monitored voxel and ``None`` (the layer weights are the
+    LayerSelector's).
+    """
     model = network(enc, data, seeds.model)
     if readout is not None:
         freeze_readout(model, readout)
@@ -212,7 +219,11 @@ def fit_sgd(enc, data, subjects, standardizers, seeds, readout, callbacks):
 
 def fit_ridge(enc, data, subjects, seeds, readout, callbacks):
     """The ridge recipe (:mod:`afo_encoding.encoders.ridge_recipe`): SGD places the
-    readout, closed-form ridge heads read it and the global branch."""
+    readout, closed-form ridge heads read it and the global branch.
+
+    Returns, as :func:`fit_sgd`, the TopyNet, the history, the validation r (out of fold)
+    and each subject's layer shares of the local readout.
+    """
     from . import ridge_recipe as recipe
 
     adapters = recipe.fit_linear_adapters(
