@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
+from ._devices import resolve_device
 from ._logging import logger, progress, use_log_level
 
 __all__ = [
@@ -91,7 +92,7 @@ def _resolve_device(device: Any, dtype: str) -> Any:
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return resolve_device("auto")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -303,6 +304,28 @@ def score_candidates(
     >>> scores.shape, scores.argmax(axis=1).tolist()
     ((2, 20), [3, 7])
     """
+    queries, candidates, selection = _check_patterns(responses, predictions, voxels)
+    chunk_size = _check_chunk_size(chunk_size)
+    dtype = _check_dtype(dtype)
+    rows_q, rows_c, product = _standardizers(
+        queries, candidates, selection, dtype, _resolve_device(device, dtype), chunk_size
+    )
+    out_dtype = np.float64 if dtype == "float64" else np.float32
+    scores = np.empty((queries.shape[0], candidates.shape[0]), dtype=out_dtype)
+    _blockwise_products(rows_q, rows_c, product, scores, chunk_size, verbose)
+    n_constant_queries, n_constant_candidates = rows_q.n_constant, rows_c.n_constant
+    if n_constant_queries or n_constant_candidates:
+        warnings.warn(
+            f"{n_constant_queries} measured and {n_constant_candidates} predicted patterns "
+            "are constant over the selected voxels; their correlations are set to 0.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return scores
+
+
+def _check_patterns(responses: Any, predictions: Any, voxels: Any) -> tuple:
+    """Queries and candidates as 2D arrays over the same voxels, and the voxel selection."""
     queries = _as_pattern_array(responses, "responses")
     candidates = _as_pattern_array(predictions, "predictions")
     if queries.shape[1] != candidates.shape[1]:
@@ -311,34 +334,40 @@ def score_candidates(
             f"{candidates.shape[1]}. Both must be patterns over the same voxels (convert "
             "response containers with the encoder's space_.transform)."
         )
-    chunk_size = _check_chunk_size(chunk_size)
-    dtype = _check_dtype(dtype)
     selection = _voxel_index(voxels, queries.shape[1])
     n_selected = queries.shape[1] if selection is None else selection.size
     if n_selected < 2:
         raise ValueError(f"A correlation over voxels needs at least 2 voxels, got {n_selected}.")
+    return queries, candidates, selection
 
-    n_queries, n_candidates = queries.shape[0], candidates.shape[0]
-    device = _resolve_device(device, dtype)
+
+def _standardizers(queries, candidates, selection, dtype, device, chunk_size) -> tuple:
+    """Row standardisers of the queries and the candidates (numpy when ``device`` is
+    ``None``, else torch) and the product of two standardised blocks into ``out``."""
     if device is None:
         rows_q = _RowStandardizer(queries, selection, np.dtype(dtype), chunk_size, "responses")
         rows_c = _RowStandardizer(candidates, selection, np.dtype(dtype), chunk_size,
-                                  "predictions")
+                                  "predictions")  # fmt: skip
 
         def product(zq, zc, out):
             np.matmul(zq, zc.T, out=out)
-    else:
-        rows_q = _TorchRowStandardizer(queries, selection, dtype, device, "responses")
-        rows_c = _TorchRowStandardizer(candidates, selection, dtype, device, "predictions")
 
-        def product(zq, zc, out):
-            out[...] = (zq @ zc.T).to("cpu", rows_q.work).numpy()
+        return rows_q, rows_c, product
+    rows_q = _TorchRowStandardizer(queries, selection, dtype, device, "responses")
+    rows_c = _TorchRowStandardizer(candidates, selection, dtype, device, "predictions")
 
+    def product(zq, zc, out):
+        out[...] = (zq @ zc.T).to("cpu", rows_q.work).numpy()
+
+    return rows_q, rows_c, product
+
+
+def _blockwise_products(rows_q, rows_c, product, scores, chunk_size, verbose) -> None:
+    """Fill ``scores`` (queries x candidates) block by block, clipped to [-1, 1]."""
+    n_queries, n_candidates = scores.shape
     # a single block of candidates is standardised once, several are standardised again
     # for every block of queries (cheap next to the product, and memory stays bounded)
     single = rows_c.block(0, n_candidates) if n_candidates <= chunk_size else None
-    out_dtype = np.float64 if dtype == "float64" else np.float32
-    scores = np.empty((n_queries, n_candidates), dtype=out_dtype)
     starts = range(0, n_queries, chunk_size)
     for q0 in progress(starts, verbose, desc="scoring", total=len(starts), unit="block"):
         q1 = min(q0 + chunk_size, n_queries)
@@ -349,15 +378,6 @@ def score_candidates(
             out = scores[q0:q1, c0:c1]
             product(zq, zc, out)
             np.clip(out, -1.0, 1.0, out=out)
-    n_constant_queries, n_constant_candidates = rows_q.n_constant, rows_c.n_constant
-    if n_constant_queries or n_constant_candidates:
-        warnings.warn(
-            f"{n_constant_queries} measured and {n_constant_candidates} predicted patterns "
-            "are constant over the selected voxels; their correlations are set to 0.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return scores
 
 
 def _voxel_index(voxels: Any, n_voxels: int) -> np.ndarray | None:

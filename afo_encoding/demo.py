@@ -167,10 +167,7 @@ def run_demo(
         ``areas`` (the printed table as a list of dicts), ``modality``, ``settings``,
         ``seconds`` per step, ``out_dir``.
     """
-    from ._logging import logger, use_log_level
-    from .encoders.linear import LinearProbeEncoder
-    from .encoders.topy import TopyEncoder
-    from .metrics import pearson_r
+    from ._logging import use_log_level
     from .simulation import make_retinotopic_dataset
 
     if modality not in ("fmri", "eeg", "meg"):
@@ -192,43 +189,9 @@ def run_demo(
             modality=modality, random_state=random_state, verbose=verbose, **data_params
         )
         seconds["simulate"] = time.perf_counter() - clock
-        n = len(data.images)
-        train, test = np.arange(n - n_test), np.arange(n - n_test, n)
-        if modality == "fmri":
-            from nilearn.image import index_img
-
-            y_train, y_test = index_img(data.responses, train), index_img(data.responses, test)
-        else:
-            y_train, y_test = data.responses[train], data.responses[test]
         params = {**(PAPER_ENCODER if paper else DEMO_ENCODER), **encoder_params}
-        encoder = TopyEncoder(
-            **params,
-            mask=data.mask,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        logger.info("Fitting %r", encoder)
-        clock = time.perf_counter()
-        encoder.fit(data.images[train], y_train)
-        seconds["fit"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        predicted = encoder.predict(data.images[test])
-        seconds["predict"] = time.perf_counter() - clock
-        measured = encoder.space_.transform(y_test)
-        r = pearson_r(measured, predicted)
-
-        clock = time.perf_counter()
-        probe = LinearProbeEncoder(
-            backbone=params["backbone"],
-            backbone_params=params.get("backbone_params"),
-            mask=data.mask,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-        ).fit(data.images[train], y_train)
-        seconds["fit_linear_probe"] = time.perf_counter() - clock
-        r_linear = pearson_r(probe.space_.transform(y_test), probe.predict(data.images[test]))
+        fits = _fit_both(data, modality, params, device, random_state, verbose, seconds, n_test)
+    encoder, probe, r, r_linear, y_test, test = fits
 
     # the simulator's columns are the encoder's voxels (none is dropped: all carry signal)
     keep = encoder.space_.keep
@@ -254,24 +217,7 @@ def run_demo(
         "seconds": seconds,
         "out_dir": str(out_dir),
     }
-    with open(out_dir / "scores.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["column", "area", "r", "r_linear_probe", "noise_ceiling", "retina_x", "retina_y",
-             "prf_x", "prf_y"]
-        )
-        for i in range(len(r)):
-            writer.writerow(
-                [
-                    i,
-                    rois[i],
-                    f"{r[i]:.5f}",
-                    f"{r_linear[i]:.5f}",
-                    f"{ceiling[i]:.5f}",
-                    *(f"{v:.4f}" for v in encoder.retina_map_[i]),
-                    *(f"{v:.4f}" for v in prf[i]),
-                ]
-            )
+    _write_scores(out_dir / "scores.csv", rois, r, r_linear, ceiling, encoder.retina_map_, prf)
     # written now and again once the figures exist, so a failed figure loses no score
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if modality == "fmri":
@@ -305,8 +251,8 @@ def run_demo(
     recipe = "the paper's SGD recipe" if paper else "defaults"
     header = (
         f"TopyEncoder ({recipe}) and "
-        f"LinearProbeEncoder on a simulated {modality.upper()} recording: {len(train)} "
-        f"training images, {n_test} test images, {len(r)} "
+        f"LinearProbeEncoder on a simulated {modality.upper()} recording: "
+        f"{len(data.images) - n_test} training images, {n_test} test images, {len(r)} "
         f"{'voxels' if modality == 'fmri' else 'columns'}."
     )
     sys.stdout.write(
@@ -314,3 +260,68 @@ def run_demo(
         f"Scores written to {out_dir}; open {out_dir / 'report.html'} in a browser.\n"
     )
     return summary
+
+
+def _fit_both(data, modality, params, device, random_state, verbose, seconds, n_test) -> tuple:
+    """Fit the TopyEncoder and the linear probe on all but the last ``n_test`` images and
+    score both on those; ``seconds`` gets the timings. Returns both models, their test r
+    per voxel, the test responses and the test indices."""
+    from ._logging import logger
+    from .encoders.linear import LinearProbeEncoder
+    from .encoders.topy import TopyEncoder
+    from .metrics import pearson_r
+
+    n = len(data.images)
+    train, test = np.arange(n - n_test), np.arange(n - n_test, n)
+    if modality == "fmri":
+        from nilearn.image import index_img
+
+        y_train, y_test = index_img(data.responses, train), index_img(data.responses, test)
+    else:
+        y_train, y_test = data.responses[train], data.responses[test]
+    encoder = TopyEncoder(
+        **params, mask=data.mask, device=device, random_state=random_state, verbose=verbose
+    )
+    logger.info("Fitting %r", encoder)
+    clock = time.perf_counter()
+    encoder.fit(data.images[train], y_train)
+    seconds["fit"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    predicted = encoder.predict(data.images[test])
+    seconds["predict"] = time.perf_counter() - clock
+    r = pearson_r(encoder.space_.transform(y_test), predicted)
+
+    clock = time.perf_counter()
+    probe = LinearProbeEncoder(
+        backbone=params["backbone"],
+        backbone_params=params.get("backbone_params"),
+        mask=data.mask,
+        device=device,
+        random_state=random_state,
+        verbose=verbose,
+    ).fit(data.images[train], y_train)
+    seconds["fit_linear_probe"] = time.perf_counter() - clock
+    r_linear = pearson_r(probe.space_.transform(y_test), probe.predict(data.images[test]))
+    return encoder, probe, r, r_linear, y_test, test
+
+
+def _write_scores(path: Path, rois, r, r_linear, ceiling, retina_map, prf) -> None:
+    """``scores.csv``: one row per voxel."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["column", "area", "r", "r_linear_probe", "noise_ceiling", "retina_x", "retina_y",
+             "prf_x", "prf_y"]
+        )
+        for i in range(len(r)):
+            writer.writerow(
+                [
+                    i,
+                    rois[i],
+                    f"{r[i]:.5f}",
+                    f"{r_linear[i]:.5f}",
+                    f"{ceiling[i]:.5f}",
+                    *(f"{v:.4f}" for v in retina_map[i]),
+                    *(f"{v:.4f}" for v in prf[i]),
+                ]
+            )

@@ -6,8 +6,9 @@ spaces (arrays), and in its metadata the estimator's class, parameters and fitte
 bookkeeping (JSON). The backbone is not stored: it is rebuilt by name on load (features
 are recomputed from the images, or come from the cache).
 
-An estimator class takes part by defining ``_save_state() -> (tensors, meta)`` and the
-class method ``_from_saved_state(tensors, meta)``.
+The encoders take part through the save hooks of their base class
+(:func:`afo_encoding.encoders._base.saved_state` and
+:func:`~afo_encoding.encoders._base.from_saved_state`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def save(estimator, path: str | Path) -> Path:
 
     Parameters
     ----------
-    estimator : fitted TopyEncoder (or another estimator with ``_save_state``)
+    estimator : fitted TopyEncoder, LinearProbeEncoder or AllForOneEncoder
         What to save. Parameters must be names, numbers, paths or lists of them (a
         backbone given as a torch module cannot be saved this way: pickle instead).
     path : str or Path
@@ -120,9 +121,9 @@ def save(estimator, path: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    if not hasattr(estimator, "_save_state"):
-        raise TypeError(f"{type(estimator).__name__} cannot be saved by afo_encoding.save.")
-    tensors, meta = estimator._save_state()
+    from .encoders._base import saved_state
+
+    tensors, meta = saved_state(estimator)
     cls = type(estimator)
     document = {
         "format_version": FORMAT_VERSION,
@@ -172,5 +173,6 @@ def load(path: str | Path):
     module_name, _, class_name = meta["class"].rpartition(".")
     if not module_name.startswith("afo_encoding."):
         raise ValueError(f"{path} names a class outside afo-encoding: {meta['class']!r}.")
-    cls = getattr(import_module(module_name), class_name)
-    return cls._from_saved_state(tensors, meta)
+    from .encoders._base import from_saved_state
+
+    return from_saved_state(getattr(import_module(module_name), class_name), tensors, meta)

@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import afo_encoding.encoders.afo as afo_module
+from afo_encoding.encoders import afo_stages
 from afo_encoding.encoders.afo import AllForOneEncoder, random_rois_like
 from afo_encoding.encoders.topy import TopyEncoder
 from afo_encoding.io import load
@@ -135,8 +137,8 @@ def test_recipe_with_out_of_fold_teachers_predicts_like_a_topy_encoder(fit_calls
 
 def test_missing_or_misshaped_teacher_is_an_error():
     X, Y, coords = _data()
-    spec = afo_module._FitSpec(
-        "s", "stage2", 0, None, [np.arange(N_SAMPLES)], [None], use_soft_targets=True,
+    spec = afo_stages.FitSpec(
+        "s", [np.arange(N_SAMPLES)], [None], use_soft_targets=True,
         soft_weight=[np.ones(N_VOXELS, np.float32)],
     )  # fmt: skip
     params = {
@@ -145,9 +147,9 @@ def test_missing_or_misshaped_teacher_is_an_error():
         if k not in ("random_state", "checkpoint_dir")
     }
     with pytest.raises(ValueError, match="teacher predictions are missing"):
-        afo_module._run_fit(spec, params, [X], [Y], [coords], None, False, 0, None)
+        afo_stages.run_fit(spec, params, [X], [Y], [coords], None, False, 0, None)
     with pytest.raises(ValueError, match="soft_targets must have one value per voxel"):
-        afo_module._run_fit(spec, params, [X], [Y], [coords], [Y[:, :3]], False, 0, None)
+        afo_stages.run_fit(spec, params, [X], [Y], [coords], [Y[:, :3]], False, 0, None)
 
 
 def test_ablations_naive_nodk_and_extra_round(fit_calls, monkeypatch):
@@ -508,3 +510,35 @@ def test_atlas_image_rois_and_niimg_responses():
     assert np.bincount(afo.roi_labels_).tolist() == [np.sum(atlas == 1), np.sum(atlas == 2)]
     img = afo.inverse_transform(afo.predict(data.images))
     assert img.shape == (*data.mask.shape, 40)
+
+
+# ------------------------------------------------------------- scikit-learn's checks
+
+AFO_EXPECTED_FAILURES = {
+    "check_regressor_multioutput": (
+        "predictions are float32, those of the final TopyEncoder (see test_topy_encoder.py)"
+    ),
+    "check_methods_sample_order_invariance": (
+        "float32 convolutions of the final TopyEncoder give results that differ in the last "
+        "bits (~1e-8) with the composition of a batch, above the check's atol of 1e-9"
+    ),
+    "check_methods_subset_invariance": (
+        "same as check_methods_sample_order_invariance: batch-dependent float32 rounding"
+    ),
+}
+
+
+@parametrize_with_checks(
+    [
+        AllForOneEncoder(
+            _estimator(), rois="random", n_rois=1, dark_knowledge="in_sample", n_jobs=1,
+            random_state=0,
+        )
+    ],
+    expected_failed_checks=lambda est: AFO_EXPECTED_FAILURES,
+)  # fmt: skip
+def test_scikit_learn_estimator_checks(estimator, check):
+    # the whole recipe (stage 1, 2 and 3 with one random ROI) on 2D float features
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # grid coords for plain arrays
+        check(estimator)

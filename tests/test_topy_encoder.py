@@ -575,5 +575,5 @@ def test_auto_settings_follow_the_head_solver():
     assert enc._recipe("sigma") == 0.01
     assert TopyEncoder(head_solver="sgd", sigma=0.2)._recipe("sigma") == 0.2
     X, y, coords = linear_problem()
-    with pytest.raises(ValueError, match="head_solver must be 'ridge' or 'sgd'"):
+    with pytest.raises(ValueError, match=r"head_solver must be one of \{'ridge', 'sgd'\}"):
         TopyEncoder(head_solver="lbfgs").fit(X, y, coords=coords)

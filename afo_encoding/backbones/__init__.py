@@ -14,6 +14,7 @@ any other string is read as a Hugging Face model id or a local folder.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -124,5 +125,30 @@ def get_backbone(name_or_module: str | os.PathLike | nn.Module, **kwargs: Any) -
         )
     factory = _REGISTRY.get(name_or_module.lower())
     if factory is not None:
+        _check_options(name_or_module, factory, kwargs)
         return factory(**kwargs)
     return HuggingFaceBackbone(name_or_module, **kwargs)
+
+
+def _check_options(name: str, factory: Callable[..., Backbone], kwargs: dict) -> None:
+    """Refuse options a registered backbone does not take, naming the ones it does."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a callable without a signature: let it decide
+        return
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    allowed = [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if not unknown:
+        return
+    if "layers" in unknown and "n_scales" in allowed:
+        raise ValueError(
+            f"The {name!r} backbone has no layers to choose (got layers="
+            f"{kwargs['layers']!r}): its layers are the scales of the pyramid, all of them "
+            "read. Leave layers=None and set how many with backbone_params={'n_scales': k}."
+        )
+    raise TypeError(
+        f"The {name!r} backbone takes no option(s) {unknown}; its options are {allowed}."
+    )

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._devices import autocast_dtype, resolve_device
 from .._logging import logger, progress, use_log_level
 from .base import Backbone
 
@@ -56,7 +57,6 @@ _STORAGE = {
 }
 # torch dtype of the stored bits
 _BITS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.int16}
-_AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _COMMIT_SECONDS = 5.0
 
 
@@ -668,9 +668,7 @@ def _resolve_device(device: Any, backbone: Backbone) -> torch.device:
     if device is None:
         first = next(itertools.chain(backbone.parameters(), backbone.buffers()), None)
         return first.device if first is not None else torch.device("cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device)
 
 
 def _cache_key(backbone: Backbone, autocast: str | None, storage: str) -> str:
@@ -739,8 +737,7 @@ def extract_features(
         raise TypeError(
             f"backbone must be a Backbone (see get_backbone), got {type(backbone).__name__}."
         )
-    if autocast not in _AUTOCAST:
-        raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
+    autocast_dtype(autocast)  # an unknown name fails here, before any image is read
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stimuli = as_stimuli(stimuli)
@@ -750,14 +747,7 @@ def extract_features(
     ids = [str(i) for i in stimuli.ids]
 
     with use_log_level(verbose):
-        found = _MEMORY.lookup(key, ids)
-        disk = _disk_cache(memory, key, layout, storage)
-        if disk is not None:
-            # the disk copy wins: what is found only in RAM is written there too
-            from_disk = disk.lookup({i for i in ids if not disk.holds(found.get(i))})
-            for segment in {id(s): s for s, _ in from_disk.values()}.values():
-                _MEMORY.add(key, segment)
-            found.update(from_disk)
+        found, disk = _cached_rows(key, ids, memory, layout, storage)
         to_save: list[str] = []
         if disk is not None:
             to_save = list(
@@ -786,7 +776,25 @@ def extract_features(
             segment = writer.close()
             _MEMORY.add(key, segment)
             found.update({image_id: (segment, row) for row, image_id in enumerate(new_ids)})
+    return _store_of_rows(found, ids, layout, storage, backbone.name)
 
+
+def _cached_rows(key: str, ids: list[str], memory: Any, layout, storage: str) -> tuple:
+    """Where the cached features of ``ids`` are, ``{id: (segment, row)}`` (RAM, then disk:
+    the disk copy wins), and the disk cache (``None`` without ``memory``)."""
+    found = _MEMORY.lookup(key, ids)
+    disk = _disk_cache(memory, key, layout, storage)
+    if disk is not None:
+        # what is found only in RAM is written to the disk too (see extract_features)
+        from_disk = disk.lookup({i for i in ids if not disk.holds(found.get(i))})
+        for segment in {id(s): s for s, _ in from_disk.values()}.values():
+            _MEMORY.add(key, segment)
+        found.update(from_disk)
+    return found, disk
+
+
+def _store_of_rows(found: dict, ids: list[str], layout, storage: str, name: str) -> FeatureStore:
+    """A FeatureStore whose row ``i`` is the row ``found[ids[i]]`` of its segment."""
     segments: dict[int, int] = {}
     segment_list: list[_Segment] = []
     seg_index = np.empty(len(ids), dtype=np.int64)
@@ -798,7 +806,7 @@ def extract_features(
             segment_list.append(segment)
         seg_index[i] = segments[id(segment)]
         row_index[i] = row
-    return FeatureStore(segment_list, seg_index, row_index, layout, storage, backbone.name)
+    return FeatureStore(segment_list, seg_index, row_index, layout, storage, name)
 
 
 def _copy_rows(writer: _DiskWriter | _RamWriter, sources: list[tuple[_Segment, int]]) -> None:
@@ -835,7 +843,7 @@ def _compute(
     expected = layout.part_shapes
     starts = range(0, n, batch_size)
     amp = (
-        torch.autocast(device.type, dtype=_AUTOCAST[autocast])
+        torch.autocast(device.type, dtype=autocast_dtype(autocast))
         if autocast
         else contextlib.nullcontext()
     )

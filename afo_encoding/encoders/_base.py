@@ -1,183 +1,243 @@
-"""Helpers shared by the encoders: reading ``X`` and ``y``, subjects, splits, scoring.
+"""What the encoders share: declared parameters, backbone and features, scoring, saving.
 
-What an encoder's ``X`` may be:
+:class:`BaseEncoder` is the base of :class:`~afo_encoding.encoders.TopyEncoder`,
+:class:`~afo_encoding.encoders.LinearProbeEncoder` and
+:class:`~afo_encoding.encoders.AllForOneEncoder`. Every one of them
 
-- images: anything :func:`afo_encoding.stimuli.as_stimuli` takes (uint8 ``(n, H, W, 3)`` or
-  ``(n, H, W)`` arrays, float ``(n, 3, H, W)`` arrays, lists of paths or PIL images, a
-  StimulusSet); their features come from the frozen backbone through the feature cache;
-- precomputed features: a 2D numeric array ``(n_samples, n_features)`` (or a
-  :class:`~afo_encoding.backbones.FeatureStore`), used as they are. This is how the
-  scikit-learn estimator checks, which pass 2D float arrays, see the encoders.
-
-Several subjects are given as lists of the same length, ``X = [X1, X2]`` and
-``y = [y1, y2]``, where each ``X_s`` is one subject's image collection (an array, a
-StimulusSet, a FeatureStore or a list of paths) and ``y_s`` its responses.
+- declares what its parameters may be (``_parameter_constraints``, see
+  :mod:`afo_encoding.encoders._validation`) and checks them first in ``fit``, before any
+  feature is computed;
+- reads images through a frozen backbone (:func:`make_backbone`,
+  :func:`backbone_features`) or takes precomputed 2D features (:func:`flat_inputs`);
+- scores with the mean voxel Pearson r and gives per-voxel values back in the container
+  ``y`` came in (:meth:`BaseEncoder.score`, :meth:`BaseEncoder.inverse_transform`);
+- saves itself through :mod:`afo_encoding.io` by two hooks, ``_save_state`` and
+  ``_from_saved_state``, which :func:`saved_state` and :func:`from_saved_state` call.
 """
 
 from __future__ import annotations
 
-import hashlib
-import numbers
-import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 
-#: parameters of the Fabric engine shared by the encoders that train with it
-ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
-
-
-def _is_single_image_item(item: Any) -> bool:
-    if isinstance(item, (str, os.PathLike)):
-        return True
-    return type(item).__module__.startswith("PIL.")
+from .._subjects import check_subject
+from ._inputs import as_flat_features, numbers_not_in_an_array
+from ._validation import validate_params
 
 
-def _n_rows(obj: Any) -> int | None:
-    shape = getattr(obj, "shape", None)
-    if shape is not None and len(shape) > 0:
-        return int(shape[0])
-    try:
-        return len(obj)
-    except TypeError:
-        return None
+def make_backbone(backbone: Any, layers: Any = None, backbone_params: dict | None = None):
+    """The frozen backbone an encoder's ``backbone``, ``layers`` and ``backbone_params``
+    name (see :func:`afo_encoding.backbones.get_backbone`)."""
+    from ..backbones import get_backbone
+
+    kwargs = dict(backbone_params or {})
+    if layers is not None:
+        kwargs["layers"] = layers
+    return get_backbone(backbone, **kwargs)
 
 
-def is_multi_subject(X: Any, y: Any) -> bool:
-    """Whether ``(X, y)`` are per-subject lists (``[X1, X2]``, ``[y1, y2]``).
+def flat_inputs(Xs: list) -> list | None:
+    """Every subject's ``X`` as 2D features, or ``None`` when they are images.
 
-    Parameters
-    ----------
-    X, y : Any
-        What ``fit`` received.
-
-    Returns
-    -------
-    multi : bool
-        True when both are lists or tuples of the same length whose items are collections
-        (not single images, paths or numbers) with as many samples in ``X_s`` as in ``y_s``.
+    Raises
+    ------
+    ValueError
+        Some subjects give features and others images.
     """
-    if not (isinstance(X, (list, tuple)) and isinstance(y, (list, tuple))):
-        return False
-    if len(X) != len(y) or not X:
-        return False
-    for xs, ys in zip(X, y):
-        if _is_single_image_item(xs) or isinstance(xs, numbers.Number):
-            return False
-        if isinstance(ys, numbers.Number) or (isinstance(ys, np.ndarray) and ys.ndim == 0):
-            return False
-        if isinstance(xs, (list, tuple)) and xs and isinstance(xs[0], numbers.Number):
-            return False  # a row of numbers: single-subject features given as nested lists
-        n_x, n_y = _n_rows(xs), _n_rows(ys)
-        if n_x is None or (n_y is not None and n_x != n_y and not hasattr(ys, "get_data")):
-            return False
-    return True
-
-
-def as_flat_features(X: Any) -> np.ndarray | None:
-    """``X`` as a 2D numeric array when it is precomputed features, else ``None``.
-
-    2D numeric arrays (and nested lists of numbers, DataFrames) are features; 3D and 4D
-    arrays, lists of paths or images and StimulusSets are images.
-    """
-    if type(X).__module__.startswith("scipy.sparse"):
-        return X  # refused by scikit-learn's validation with its usual message
-    if isinstance(X, (list, tuple)):
-        if not X or not isinstance(X[0], (list, tuple, numbers.Number, np.ndarray)):
-            return None
-        if isinstance(X[0], np.ndarray) and X[0].ndim != 1:
-            return None
-        X = np.asarray(X)
-    elif not hasattr(X, "__array__") or type(X).__name__ == "StimulusSet":
+    flats = [as_flat_features(X) for X in Xs]
+    if all(f is None for f in flats):
         return None
-    ndim = getattr(X, "ndim", None)
-    if ndim is None:
-        X = np.asarray(X)
-        ndim = X.ndim
-    if ndim != 2:
-        return None
-    dtype = getattr(X, "dtype", None)
-    if dtype is not None and np.dtype(dtype).kind not in "biufcO" and not hasattr(X, "iloc"):
-        return None
-    return X
-
-
-def row_ids(X: np.ndarray) -> list[str]:
-    """Content ids of the rows of a feature array (identical rows share an id)."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    return [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in X]
-
-
-def validation_split(ids: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split samples into training and validation by unique image.
-
-    Repeats of an image (same id) stay on the same side, so validation never scores an
-    image the model trained on.
-
-    Parameters
-    ----------
-    ids : list of str
-        Image (or feature row) id of every sample.
-    fraction : float
-        Fraction of the unique images held out, in (0, 1).
-    seed : int
-        Seed of the shuffle.
-
-    Returns
-    -------
-    train_index, val_index : ndarray of int
-        Sorted sample indices; validation has at least 2 samples and training at least 1.
-    """
-    n = len(ids)
-    if n < 3:
+    if any(f is None for f in flats):
         raise ValueError(
-            f"Fitting needs at least 3 samples (training + 2 for validation), got n_samples={n}."
+            "Give either images or precomputed 2D features for every subject, not a mix of "
+            "both."
         )
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}.")
-    uniques, inverse = np.unique(np.asarray(ids), return_inverse=True)
-    order = np.random.default_rng(seed).permutation(len(uniques))
-    counts = np.bincount(inverse, minlength=len(uniques))
-    n_val_images = max(1, round(fraction * len(uniques)))
-    # hold out whole images until both sides are usable
-    while counts[order[:n_val_images]].sum() < 2 and n_val_images < len(uniques) - 1:
-        n_val_images += 1
-    val_images = np.zeros(len(uniques), dtype=bool)
-    val_images[order[:n_val_images]] = True
-    is_val = val_images[inverse]
-    if is_val.sum() < 2 or (~is_val).sum() < 1:
-        raise ValueError(
-            f"Cannot hold out validation images: {len(uniques)} distinct images for "
-            f"{n} samples. Give more distinct images."
-        )
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    return flats
 
 
-def engine_placement(device: str) -> tuple[str, Any]:
-    """Map an encoder's ``device`` to Fabric's ``(accelerator, devices)``.
+def backbone_features(
+    backbone: Any,
+    Xs: list,
+    *,
+    memory: Any = None,
+    device: Any = "auto",
+    autocast: str | None = None,
+    batch_size: int = 32,
+    verbose: Any = 0,
+) -> list:
+    """The FeatureStore of every subject's images (FeatureStores pass through as they are).
 
-    ``"auto"``, ``"cpu"``, ``"cuda"``/``"gpu"``, ``"mps"``, or ``"cuda:<k>"`` for one GPU.
+    The backbone runs on ``device`` (see :func:`afo_encoding._devices.feature_device`) and
+    goes back to the CPU afterwards.
     """
-    if isinstance(device, str) and device.startswith("cuda:"):
-        return "cuda", [int(device.split(":", 1)[1])]
-    if device not in ACCELERATORS:
-        raise ValueError(
-            f"device must be one of {ACCELERATORS} or 'cuda:<index>', got {device!r}."
+    from .._devices import feature_device
+    from ..backbones import FeatureStore, extract_features
+
+    stores = []
+    for X in Xs:
+        if isinstance(X, FeatureStore):
+            stores.append(X)
+            continue
+        stores.append(
+            extract_features(
+                backbone,
+                X,
+                memory=memory,
+                batch_size=batch_size,
+                device=feature_device(device),
+                autocast=autocast,
+                verbose=verbose,
+            )
         )
-    return device, None
+        backbone.to("cpu")
+    return stores
 
 
-def feature_device(device: str) -> str:
-    """Where a backbone runs for an encoder's ``device``."""
-    if device == "gpu":
-        return "cuda"
-    return device
+def saved_state(estimator: Any) -> tuple[dict, dict]:
+    """Tensors and JSON metadata of a fitted encoder, for :func:`afo_encoding.io.save`."""
+    if not isinstance(estimator, BaseEncoder):
+        raise TypeError(f"{type(estimator).__name__} cannot be saved by afo_encoding.save.")
+    return estimator._save_state()
 
 
-def torch_device(device: str):
-    """The torch device an encoder's ``device`` names (``"auto"``: a GPU when there is one)."""
-    import torch
+def from_saved_state(cls: type, tensors: dict, meta: dict) -> BaseEncoder:
+    """The fitted encoder of class ``cls`` that :func:`saved_state` described."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseEncoder)):
+        raise TypeError(f"{cls!r} is not an afo-encoding encoder: it cannot be loaded.")
+    return cls._from_saved_state(tensors, meta)
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(feature_device(device))
+
+class BaseEncoder(RegressorMixin, BaseEstimator):
+    """The base of the encoders (see the module notes).
+
+    Subclasses set ``_parameter_constraints`` (parameter -> allowed values) and
+    ``_fitted_attribute`` (what ``check_is_fitted`` looks for), call
+    :meth:`_validate_params` first in ``fit``, and define ``_save_state`` and
+    ``_from_saved_state`` to be saved.
+    """
+
+    _parameter_constraints: dict = {}
+    _fitted_attribute = "coef_"
+
+    # ------------------------------------------------------------------ parameters
+
+    def _validate_params(self) -> None:
+        """Check every parameter against ``_parameter_constraints`` (an
+        :class:`~afo_encoding.encoders._validation.InvalidParameterError` names the first
+        wrong one)."""
+        validate_params(self, self._parameter_constraints)
+
+    def _check_y(self, y: Any) -> None:
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+
+    def _make_backbone(self):
+        return make_backbone(self.backbone, self.layers, self.backbone_params)
+
+    # ------------------------------------------------------------------ subjects
+
+    def _n_subjects(self) -> int:
+        return getattr(self, "n_subjects_", 1)
+
+    def _subject(self, subject: Any) -> int:
+        return check_subject(subject, self._n_subjects(), "this encoder")
+
+    def _space(self, subject: int):
+        space = self.space_
+        return space[subject] if isinstance(space, list) else space
+
+    def _predict_subject(self, X: Any, subject: int) -> np.ndarray:
+        """``predict`` for one subject (single-subject encoders override it)."""
+        return self.predict(X, subject=subject)
+
+    # ------------------------------------------------------------------ scoring
+
+    def score(self, X: Any, y: Any, subject: int = 0) -> float:
+        """Mean voxel Pearson r between the predictions for ``X`` and ``y``.
+
+        Parameters
+        ----------
+        X : images, 2D features or FeatureStore
+            Test inputs.
+        y : array-like or the container ``y`` came in at fit time
+            Measured responses; containers are read with ``space_.transform``.
+        subject : int, default=0
+            Which subject (0 for a single-subject encoder).
+
+        Returns
+        -------
+        score : float
+            Mean over voxels of :func:`afo_encoding.metrics.pearson_r` (the field's metric;
+            not scikit-learn's R^2).
+        """
+        from ..metrics import pearson_r
+
+        check_is_fitted(self, self._fitted_attribute)
+        s = self._subject(subject)
+        pred = self._predict_subject(X, s)
+        if numbers_not_in_an_array(y):
+            y = np.asarray(y, dtype=np.float64)
+        if isinstance(y, np.ndarray) and y.shape[1:] == pred.shape[1:]:
+            Y = y  # already the kept voxels
+        else:
+            Y = self._space(s).transform(y)
+            pred = pred.reshape(len(pred), -1)
+        return float(np.mean(pearson_r(Y, pred)))
+
+    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
+        """Give predictions (or any per-voxel values) back in the container ``y`` came in.
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_samples, n_voxels) or (n_voxels,)
+            E.g. ``predict(X)``, or per-voxel scores to map them on the brain.
+        subject : int, default=0
+            Which subject's space (0 for a single-subject encoder).
+        **kwargs
+            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
+            measured epochs whose images were predicted keeps their events, event_id and
+            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
+
+        Returns
+        -------
+        container
+            Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
+        """
+        check_is_fitted(self, self._fitted_attribute)
+        return self._space(self._subject(subject)).inverse_transform(Y, **kwargs)
+
+    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
+        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
+        from ..report import generate_report
+
+        return generate_report(self, X_test, y_test, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted encoder to one safetensors file (weights + JSON metadata).
+
+        See :func:`afo_encoding.io.save`; :func:`afo_encoding.load` reads it back.
+        """
+        from ..io import save
+
+        return save(self, path)
+
+    def _save_state(self) -> tuple[dict, dict]:
+        """Tensors and JSON metadata that :meth:`_from_saved_state` rebuilds this from."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_saved_state(cls, tensors: dict, meta: dict) -> BaseEncoder:
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

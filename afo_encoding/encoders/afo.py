@@ -35,44 +35,52 @@ voxels take their teacher from their own ROIs' models.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import numbers
 import shutil
 import tempfile
-import time
-import warnings
-from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._logging import logger, progress, use_log_level
-from ._base import as_flat_features, feature_device, is_multi_subject, row_ids
-from .topy import TopyEncoder, _readout_source
+from .._devices import backbone_autocast
+from .._logging import use_log_level
+from ._base import BaseEncoder, backbone_features, flat_inputs, make_backbone
+from ._docs import fill_encoder_doc
+from ._inputs import is_multi_subject, numbers_not_in_an_array, row_ids
+from ._validation import (
+    FOLDER,
+    MEMORY,
+    Anything,
+    ArrayLike,
+    Boolean,
+    Interval,
+    RandomState,
+    StrOptions,
+    Verbosity,
+)
+from .afo_stages import FitSpec, StageRunner, indexed, recipe_folder
+from .frozen_readout import readout_source
+from .topy import TopyEncoder
 
 __all__ = ["AllForOneEncoder", "random_rois_like"]
 
-#: attributes of the final TopyEncoder that the AllForOneEncoder exposes as its own
-_FINAL_ATTRIBUTES = (
-    "model_",
-    "backbone_",
-    "space_",
-    "coef_",
-    "intercept_",
-    "retina_map_",
-    "layer_weights_",
-    "validation_scores_",
-    "history_",
-    "n_iter_",
-    "n_subjects_",
-)
 #: TopyEncoder parameters that the meta-estimator sets itself for every stage fit
 _OWNED_PARAMS = ("random_state", "verbose", "checkpoint_dir", "memory")
+
+
+def _final_attribute(name: str) -> property:
+    """An attribute of the final model, read through ``final_estimator_``."""
+    return property(
+        lambda self: getattr(self.final_estimator_, name),
+        doc=f"``final_estimator_.{name}`` (see :class:`TopyEncoder`).",
+    )
 
 
 def random_rois_like(labels: Any, random_state: Any = None) -> Any:
@@ -105,134 +113,8 @@ def random_rois_like(labels: Any, random_state: Any = None) -> Any:
     return rng.permutation(np.asarray(labels))
 
 
-@dataclass
-class _FitSpec:
-    """One TopyEncoder fit of the recipe: what it trains on and which rows it predicts."""
-
-    name: str
-    stage: str
-    roi: int | None
-    fold: int | None
-    train_index: list  # per subject: sample indices the fit trains (and validates) on
-    predict_index: list  # per subject: sample indices whose predictions are the teacher
-    loss_weight: list | None = None
-    soft_weight: list | None = None
-    monitor: list | None = None
-    use_soft_targets: bool = False
-    keep_model: bool = True
-
-
-@dataclass
-class _FitOutput:
-    """What a stage fit gives back."""
-
-    encoder: TopyEncoder | None
-    teacher: list  # per subject: predictions (n_predict, n_voxels) or None
-    scores: list  # per subject: validation r of every voxel
-    seconds: float = 0.0
-    resumed: bool = False
-    extra: dict = field(default_factory=dict)
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def _subset(X: Any, index: np.ndarray) -> Any:
-    """Rows of one subject's inputs: a FeatureStore or a 2D feature array."""
-    if hasattr(X, "subset"):
-        return X.subset(index)
-    return X[index]
-
-
-def _run_fit(
-    spec: _FitSpec,
-    params: dict,
-    Xs: list,
-    Ys: list,
-    coords: list,
-    soft_targets: list | None,
-    multi: bool,
-    seed: int | None,
-    out_dir: str | None,
-    frozen_readout: Any = None,
-) -> _FitOutput:
-    """Fit one stage model (in a joblib worker or in the parent) and predict its teacher rows.
-
-    With ``out_dir``, a finished fit is saved there (``<name>.safetensors`` and
-    ``<name>.npz``) and found again instead of refitted (with this run's ``memory``).
-    ``frozen_readout`` goes to ``TopyEncoder.fit``.
-    """
-    import torch
-
-    from ..io import load, save
-
-    model_path = teacher_path = None
-    if out_dir is not None:
-        model_path = Path(out_dir) / f"{spec.name}.safetensors"
-        teacher_path = Path(out_dir) / f"{spec.name}.npz"
-        if teacher_path.exists() and (model_path.exists() or not spec.keep_model):
-            stored = np.load(teacher_path)
-            n = len(Xs)
-            teacher = [stored.get(f"teacher{s}") for s in range(n)]
-            scores = [stored[f"scores{s}"] for s in range(n)]
-            encoder = load(model_path) if spec.keep_model else None
-            if encoder is not None:
-                encoder.set_params(memory=params["memory"])
-            return _FitOutput(encoder, teacher, scores, float(stored["seconds"]), resumed=True)
-
-    start = time.perf_counter()
-    fit_dir = None if out_dir is None else str(Path(out_dir) / "fits")
-    encoder = TopyEncoder(**params, random_state=seed, checkpoint_dir=fit_dir)
-    n = len(Xs)
-    X_fit = [_subset(Xs[s], spec.train_index[s]) for s in range(n)]
-    y_fit = [Ys[s][spec.train_index[s]] for s in range(n)]
-    kw: dict[str, Any] = {"coords": coords}
-    if spec.loss_weight is not None:
-        kw["loss_weight"] = spec.loss_weight
-    if spec.monitor is not None:
-        kw["monitor"] = spec.monitor
-    if spec.use_soft_targets:
-        if soft_targets is None:
-            raise ValueError(f"{spec.name}: the teacher predictions are missing.")
-        kw["soft_targets"] = [soft_targets[s][spec.train_index[s]] for s in range(n)]
-        kw["soft_weight"] = spec.soft_weight
-
-    def one(value):
-        return value if multi else value[0]
-
-    with torch.random.fork_rng(devices=[]):
-        encoder.fit(
-            one(X_fit),
-            one(y_fit),
-            **{k: one(v) for k, v in kw.items()},
-            frozen_readout=frozen_readout,
-        )
-    teacher = []
-    for s in range(n):
-        rows = spec.predict_index[s]
-        teacher.append(None if rows is None else encoder.predict(_subset(Xs[s], rows), subject=s))
-    scores = encoder.validation_scores_ if multi else [encoder.validation_scores_]
-    seconds = time.perf_counter() - start
-    if out_dir is not None:
-        if spec.keep_model:
-            save(encoder, model_path)
-        arrays = {f"scores{s}": np.asarray(scores[s]) for s in range(n)}
-        arrays.update({f"teacher{s}": t for s, t in enumerate(teacher) if t is not None})
-        tmp = teacher_path.with_name(teacher_path.name + ".tmp.npz")
-        np.savez(tmp, seconds=seconds, **arrays)
-        tmp.replace(teacher_path)
-    return _FitOutput(encoder if spec.keep_model else None, teacher, list(scores), seconds)
-
-
-class AllForOneEncoder(RegressorMixin, BaseEstimator):
+@fill_encoder_doc
+class AllForOneEncoder(BaseEncoder):
     """The All-for-One recipe: ROI models, dark-knowledge distillation, one all-ROI model.
 
     Fits the three stages of the paper (section 3.2, Figure 3) with
@@ -295,8 +177,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         default, so ``joblib.parallel_config`` chooses, e.g. a dask or ray backend). The
         backbone runs once, here; workers read the features from the disk cache
         (``memory``, or a temporary folder when none is given).
-    memory : str, Path, joblib.Memory or None, default=None
-        Disk cache of the backbone features.
+    %(memory)s
     checkpoint_dir : str, Path or None, default=None
         Every finished stage fit is saved there (``afo_encoding.save`` + its teacher
         predictions), and every fit checkpoints its epochs; refitting the same data with
@@ -369,6 +250,39 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
     >>> afo.fit(images, y).stage_scores_  # doctest: +SKIP
     """
 
+    _parameter_constraints = {
+        "estimator": [TopyEncoder, None],
+        "rois": [Anything()],
+        "n_rois": [Interval(Integral, 1, None, closed="left"), ArrayLike()],
+        "recipe": [StrOptions({"afo", "naive"})],
+        "helpers": [StrOptions({"dark_knowledge", "ground_truth"})],
+        "dark_knowledge": [StrOptions({"out_of_fold", "in_sample"})],
+        "n_folds": [Interval(Integral, 2, None, closed="left")],
+        "soft_weight": [Interval(Real, 0, None, closed="neither")],
+        "n_stage2_rounds": [Interval(Integral, 1, None, closed="left")],
+        "freeze_readout": [Boolean()],
+        "keep_stage_estimators": [Boolean()],
+        "n_jobs": [Interval(Integral, None, None, closed="neither"), None],
+        "memory": MEMORY,
+        "checkpoint_dir": FOLDER,
+        "random_state": [RandomState()],
+        "verbose": [Verbosity()],
+    }
+    _fitted_attribute = "final_estimator_"
+
+    # the final model's fitted attributes, as the meta-estimator's own
+    model_ = _final_attribute("model_")
+    backbone_ = _final_attribute("backbone_")
+    space_ = _final_attribute("space_")
+    coef_ = _final_attribute("coef_")
+    intercept_ = _final_attribute("intercept_")
+    retina_map_ = _final_attribute("retina_map_")
+    layer_weights_ = _final_attribute("layer_weights_")
+    validation_scores_ = _final_attribute("validation_scores_")
+    history_ = _final_attribute("history_")
+    n_iter_ = _final_attribute("n_iter_")
+    n_subjects_ = _final_attribute("n_subjects_")
+
     def __init__(
         self,
         estimator: TopyEncoder | None = None,
@@ -407,65 +321,87 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------ checks
 
-    def _check_params(self) -> TopyEncoder:
-        choices = {
-            "recipe": ("afo", "naive"),
-            "helpers": ("dark_knowledge", "ground_truth"),
-            "dark_knowledge": ("out_of_fold", "in_sample"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
-        for name, low in (("n_folds", 2), ("n_stage2_rounds", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-        if not isinstance(self.soft_weight, numbers.Real) or not self.soft_weight > 0:
-            raise ValueError(f"soft_weight must be a positive number, got {self.soft_weight!r}.")
-        if not isinstance(self.freeze_readout, (bool, np.bool_)):
-            raise ValueError(f"freeze_readout must be True or False, got {self.freeze_readout!r}.")
-        if self.estimator is None:
-            return TopyEncoder(head_solver="sgd")
-        if not isinstance(self.estimator, TopyEncoder):
-            raise TypeError(
-                f"estimator must be a TopyEncoder (or None), got {type(self.estimator).__name__}."
-            )
-        return clone(self.estimator)
+    def _stage_estimator(self) -> TopyEncoder:
+        """The model of every stage fit, its parameters checked (before any feature)."""
+        base = TopyEncoder(head_solver="sgd") if self.estimator is None else clone(self.estimator)
+        base._validate_params()
+        return base
 
-    # ------------------------------------------------------------------------ inputs
+    def _flat_inputs(self, Xs: list) -> tuple[list, list] | None:
+        """2D features of every subject, checked as scikit-learn does (sparse, complex,
+        NaN...; sets ``n_features_in_``), and their row ids; ``None`` for images."""
+        flats = flat_inputs(Xs)
+        if flats is None:
+            if hasattr(self, "n_features_in_"):
+                del self.n_features_in_
+            return None
+        arrays = [validate_data(self, f, reset=True, dtype=np.float32) for f in flats]
+        return arrays, [row_ids(a) for a in arrays]
 
-    def _features(self, base: TopyEncoder, Xs: list, memory: Any) -> tuple[list, list, bool]:
-        """Inputs of the stage fits, computed once: FeatureStores of the images (the
-        backbone runs here only) or the 2D feature arrays; and the sample ids."""
-        from ..backbones import FeatureStore, extract_features
-        from .topy import _AUTOCAST
+    def _image_inputs(self, base: TopyEncoder, Xs: list, memory: Any) -> tuple[list, list]:
+        """FeatureStores of every subject's images (the backbone runs here only, once for
+        the whole recipe) and their ids."""
+        stores = backbone_features(
+            make_backbone(base.backbone, base.layers, base.backbone_params),
+            Xs,
+            memory=memory,
+            device=base.device,
+            autocast=backbone_autocast(base.precision),
+            verbose=self.verbose,
+        )
+        return stores, [st.ids for st in stores]
 
-        flats = [as_flat_features(X) for X in Xs]
-        if all(f is not None for f in flats):
-            arrays = [np.asarray(f, dtype=np.float32) for f in flats]
-            return arrays, [row_ids(a) for a in arrays], True
-        if any(f is not None for f in flats):
-            raise ValueError(
-                "Give either images or precomputed 2D features for every subject, not a mix."
-            )
-        backbone = base._make_backbone()
-        stores = []
-        for X in Xs:
-            if isinstance(X, FeatureStore):
-                stores.append(X)
-                continue
-            stores.append(
-                extract_features(
-                    backbone,
-                    X,
-                    memory=memory,
-                    device=feature_device(base.device),
-                    autocast=_AUTOCAST.get(base.precision),
-                    verbose=self.verbose,
-                )
-            )
-        backbone.to("cpu")
-        return stores, [s.ids for s in stores], False
+    def _responses(self, base: TopyEncoder, y: list, coords: Any, multi: bool):
+        """Every subject's responses and response space (the stage fits share them)."""
+        from ..responses import as_responses
+
+        n_sub = len(y)
+        y = [
+            np.asarray(y_s, dtype=np.float64) if numbers_not_in_an_array(y_s) else y_s for y_s in y
+        ]
+        coords_in = list(coords) if multi and coords is not None else [coords] * n_sub
+        mask = base.mask
+        masks = mask if multi and isinstance(mask, (list, tuple)) else [mask] * n_sub
+        pairs = [as_responses(y[s], mask=masks[s], coords=coords_in[s]) for s in range(n_sub)]
+        return (
+            [Y for Y, _ in pairs],
+            [space for _, space in pairs],
+            [getattr(y_s, "ndim", None) == 1 for y_s in y],
+        )
+
+    @contextlib.contextmanager
+    def _feature_memory(self):
+        """The disk cache the stage fits read features from: ``memory``, or a temporary
+        folder (deleted afterwards) when parallel workers need one."""
+        from joblib import effective_n_jobs
+
+        if self.memory is not None or effective_n_jobs(self.n_jobs) == 1:
+            yield self.memory
+            return
+        # workers read the features from disk (a disk-backed store pickles as its path)
+        folder = tempfile.mkdtemp(prefix="afo_features_")
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _runner(self, base, inputs, Ys, spaces, multi, seed, ids) -> StageRunner:
+        """The runner of the stage fits, with its run folder when checkpointing."""
+        params = {k: v for k, v in base.get_params(deep=False).items() if k not in _OWNED_PARAMS}
+        params["mask"] = None  # the voxels were selected here
+        params["verbose"] = 0
+        # the stage fits read the feature stores computed here; the temporary folder of a
+        # parallel run is deleted after the fit, so no model may keep its path
+        params["memory"] = self.memory
+        coords = [sp.coords for sp in spaces]
+        out_dir, seed = recipe_folder(
+            self.checkpoint_dir, self.get_params(deep=False), params, ids, Ys, coords,
+            self.rois, seed,
+        )  # fmt: skip
+        return StageRunner(
+            params, inputs, Ys, coords, multi, seed, ids, n_jobs=self.n_jobs,
+            verbose=self.verbose, out_dir=out_dir,
+        )  # fmt: skip
 
     def _roi_labels(self, spaces: list, multi: bool, rng) -> tuple[list, np.ndarray] | None:
         """ROI index per kept voxel of every subject, and the ROI names (None: veROI)."""
@@ -546,74 +482,40 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         self : AllForOneEncoder
             Fitted.
         """
+        from ..responses import check_n_samples
+
+        self._validate_params()
+        base = self._stage_estimator()
+        self._check_y(y)
         with use_log_level(self.verbose):
-            return self._fit(X, y, coords)
-
-    def _fit(self, X: Any, y: Any, coords: Any) -> AllForOneEncoder:
-        from joblib import effective_n_jobs
-
-        from ..responses import as_responses, check_n_samples
-
-        base = self._check_params()
-        if y is None:
-            raise ValueError("AllForOneEncoder requires y to be passed, but the target y is None.")
-        multi = is_multi_subject(X, y)
-        Xs, ys = (list(X), list(y)) if multi else ([X], [y])
-        n_sub = len(Xs)
-        coords_in = list(coords) if multi and coords is not None else [coords] * n_sub
-        masks = (
-            base.mask if multi and isinstance(base.mask, (list, tuple)) else [base.mask] * n_sub
-        )
-        Ys, spaces = [], []
-        for s in range(n_sub):
-            Y, space = as_responses(ys[s], mask=masks[s], coords=coords_in[s])
-            Ys.append(Y)
-            spaces.append(space)
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max)) if self.random_state is not None else None
-
-        tmp_memory = None
-        memory = self.memory
-        if memory is None and effective_n_jobs(self.n_jobs) != 1:
-            # workers read the features from disk (a disk-backed store pickles as its path)
-            tmp_memory = memory = tempfile.mkdtemp(prefix="afo_features_")
-        try:
-            inputs, ids, flat = self._features(base, Xs, memory)
-            for s in range(n_sub):
-                check_n_samples(len(ids[s]), Ys[s])
-            params = {
-                k: v for k, v in base.get_params(deep=False).items() if k not in _OWNED_PARAMS
-            }
-            params["mask"] = None  # the voxels were selected above
-            params["verbose"] = 0
-            # the stage fits read the feature stores computed above; the temporary folder
-            # of a parallel run is deleted after the fit, so no model may keep its path
-            params["memory"] = self.memory
-            run = _Run(self, params, inputs, Ys, [sp.coords for sp in spaces], multi, seed, ids)
-            self._run_recipe(run, spaces, multi, rng)
-        finally:
-            if tmp_memory is not None:
-                shutil.rmtree(tmp_memory, ignore_errors=True)
+            multi = is_multi_subject(X, y)
+            Xs, ys = (list(X), list(y)) if multi else ([X], [y])
+            flat = self._flat_inputs(Xs)
+            Ys, spaces, one_d = self._responses(base, ys, coords, multi)
+            rng = check_random_state(self.random_state)
+            seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+            with self._feature_memory() as memory:
+                inputs, ids = flat or self._image_inputs(base, Xs, memory)
+                for Y, sample_ids in zip(Ys, ids):
+                    check_n_samples(len(sample_ids), Y)
+                runner = self._runner(base, inputs, Ys, spaces, multi, seed, ids)
+                self._run_recipe(runner, spaces, multi, rng)
         final = self.final_estimator_
+        # the final model was fitted on the responses as 2D arrays over the kept voxels:
+        # it answers in the container and shape the user's y came in
         final.space_ = spaces if multi else spaces[0]
-        for name in _FINAL_ATTRIBUTES:
-            setattr(self, name, getattr(final, name))
-        if flat:
-            self.n_features_in_ = final.n_features_in_
+        final._one_d = one_d
         return self
 
-    def _run_recipe(self, run: _Run, spaces: list, multi: bool, rng) -> None:
+    def _run_recipe(self, runner: StageRunner, spaces: list, multi: bool, rng) -> None:
+        """The stages: the first all-ROI model if needed, then stage 1, 2 and 3."""
         import pandas as pd
 
-        n_sub = len(spaces)
-        all_rows = [np.arange(len(Y)) for Y in run.Ys]
+        self.stage_estimators_, self.stage_seconds_ = {}, {}
         scores: dict[str, list] = {}
-        self.stage_estimators_ = {}
-        self.stage_seconds_ = {}
         naive = None
         if self.recipe == "naive" or _is(self.rois, "veroi") or self.freeze_readout:
-            spec = _FitSpec("naive", "naive", None, None, all_rows, [None] * n_sub)
-            (naive,) = run.stage("naive", [spec])
+            (naive,) = self._run_stage(runner, "naive", [self._all_roi_spec("naive", runner)])
             scores["naive"] = naive.scores
             self.stage_estimators_["naive"] = [[naive.encoder]]
         if self.recipe == "naive":
@@ -621,93 +523,98 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
             self.rois_, self.roi_labels_ = np.array([], dtype=object), None
             self._set_scores(scores, None, pd)
             return
+        codes = self._resolve_rois(naive, runner.seed, spaces, multi, rng)
+        if self.freeze_readout:
+            # the per-subject weights and coordinates only: what every stage fit copies
+            runner.frozen_readout = readout_source(naive.encoder)
+        folds = self._folds(runner.ids, rng)
+        n_rois = len(self.rois_)
+        teacher = None
+        stages = [("stage1", False, False)] + [
+            ("stage2" if r == 0 else f"stage2+{r}", self.helpers == "dark_knowledge",
+             self.helpers == "ground_truth")
+            for r in range(self.n_stage2_rounds)
+        ]  # fmt: skip
+        for stage, from_teacher, ground_truth_helpers in stages:
+            specs = self._roi_specs(stage, codes, folds, from_teacher, ground_truth_helpers)
+            outputs = self._run_stage(runner, stage, specs, teacher)
+            teacher, scores[stage] = self._assemble(outputs, codes, folds, n_rois, runner.Ys)
+            self._keep(stage, outputs, n_rois)
+        spec = self._all_roi_spec("stage3", runner)
+        spec.soft_weight = [np.full(len(c), self.soft_weight, np.float32) for c in codes]
+        spec.use_soft_targets = True
+        (final,) = self._run_stage(runner, "stage3", [spec], teacher)
+        scores["stage3"] = final.scores
+        self.stage_estimators_["stage3"] = [[final.encoder]]
+        self.final_estimator_ = final.encoder
+        self._set_scores(scores, codes, pd)
 
+    def _run_stage(self, runner: StageRunner, stage: str, specs: list, teacher=None) -> list:
+        outputs, self.stage_seconds_[stage] = runner.stage(stage, specs, teacher)
+        return outputs
+
+    @staticmethod
+    def _all_roi_spec(stage: str, runner: StageRunner) -> FitSpec:
+        """One all-ROI model on every sample (the naive model, stage 3)."""
+        n_sub = len(runner.Ys)
+        rows = [np.arange(len(Y)) for Y in runner.Ys]
+        return FitSpec(stage, rows, [None] * n_sub)
+
+    def _resolve_rois(self, naive, seed, spaces: list, multi: bool, rng) -> list:
+        """Sets ``rois_`` and ``roi_labels_`` (veROIs of the naive model, or the given /
+        random labels); returns the ROI index of every voxel, per subject."""
         resolved = self._roi_labels(spaces, multi, rng)
         if resolved is None:
             from ..parcellation import veroi
 
             labels, self.veroi_linkage_ = veroi(
-                naive.encoder, n_rois=self.n_rois, random_state=run.seed
+                naive.encoder, n_rois=self.n_rois, random_state=seed
             )
             codes = labels if multi else [labels]
             names = np.arange(int(max(c.max() for c in codes)) + 1)
         else:
             codes, names = resolved
-        n_rois = len(names)
-        empty = [k for k in range(n_rois) if not any(np.any(c == k) for c in codes)]
+        empty = [k for k in range(len(names)) if not any(np.any(c == k) for c in codes)]
         if empty:
             empty = np.asarray(names)[empty].tolist()
             raise ValueError(
                 f"ROI(s) {empty} have no voxel in any subject, so no model can be fitted or "
                 "scored for them: give labels that name only ROIs with voxels."
             )
-        if self.freeze_readout:
-            # the per-subject weights and coordinates only: what every stage fit copies
-            run.frozen_readout = _readout_source(naive.encoder)
         self.rois_ = names
         self.roi_labels_ = codes if multi else codes[0]
-        folds = self._folds(run.ids, rng)
+        return codes
 
-        def roi_specs(stage: str, helpers_from_teacher: bool, ground_truth_helpers: bool):
-            specs = []
-            for k in range(n_rois):
-                in_roi = [(c == k).astype(np.float32) for c in codes]
-                for f, (train, predict) in enumerate(folds):
-                    # a subject without the ROI needs no teacher rows from its models
-                    predict = [p if m.any() else None for p, m in zip(predict, in_roi)]
-                    if ground_truth_helpers:
-                        loss_weight, soft_weight = [np.ones_like(m) for m in in_roi], None
-                    else:
-                        loss_weight = in_roi
-                        soft_weight = (
-                            [self.soft_weight * (1.0 - m) for m in in_roi]
-                            if helpers_from_teacher
-                            else None
-                        )
-                    specs.append(
-                        _FitSpec(
-                            f"{stage}_roi{k}_fold{f}",
-                            stage,
-                            k,
-                            f,
-                            train,
-                            predict,
-                            loss_weight=loss_weight,
-                            soft_weight=soft_weight,
-                            monitor=[m.astype(bool) for m in in_roi],
-                            use_soft_targets=helpers_from_teacher,
-                            keep_model=self.keep_stage_estimators,
-                        )
+    def _roi_specs(
+        self, stage: str, codes: list, folds: list, from_teacher: bool, ground_truth_helpers: bool
+    ) -> list[FitSpec]:
+        """The fits of an ROI stage, ROI-major: per ROI, one per fold."""
+        specs = []
+        for k in range(len(self.rois_)):
+            in_roi = [(c == k).astype(np.float32) for c in codes]
+            for f, (train, predict) in enumerate(folds):
+                # a subject without the ROI needs no teacher rows from its models
+                predict = [p if m.any() else None for p, m in zip(predict, in_roi)]
+                if ground_truth_helpers:
+                    loss_weight, soft_weight = [np.ones_like(m) for m in in_roi], None
+                else:
+                    loss_weight = in_roi
+                    soft_weight = (
+                        [self.soft_weight * (1.0 - m) for m in in_roi] if from_teacher else None
                     )
-            return specs
-
-        outputs = run.stage("stage1", roi_specs("stage1", False, False))
-        teacher, scores["stage1"] = self._assemble(outputs, codes, folds, n_rois, run.Ys)
-        self._keep("stage1", outputs, n_rois)
-        for r in range(self.n_stage2_rounds):
-            stage = "stage2" if r == 0 else f"stage2+{r}"
-            outputs = run.stage(
-                stage,
-                roi_specs(stage, self.helpers == "dark_knowledge", self.helpers == "ground_truth"),
-                teacher,
-            )
-            teacher, scores[stage] = self._assemble(outputs, codes, folds, n_rois, run.Ys)
-            self._keep(stage, outputs, n_rois)
-        spec = _FitSpec(
-            "stage3",
-            "stage3",
-            None,
-            None,
-            all_rows,
-            [None] * n_sub,
-            soft_weight=[np.full(len(c), self.soft_weight, np.float32) for c in codes],
-            use_soft_targets=True,
-        )
-        (final,) = run.stage("stage3", [spec], teacher)
-        scores["stage3"] = final.scores
-        self.stage_estimators_["stage3"] = [[final.encoder]]
-        self.final_estimator_ = final.encoder
-        self._set_scores(scores, codes, pd)
+                specs.append(
+                    FitSpec(
+                        f"{stage}_roi{k}_fold{f}",
+                        train,
+                        predict,
+                        loss_weight=loss_weight,
+                        soft_weight=soft_weight,
+                        monitor=[m.astype(bool) for m in in_roi],
+                        use_soft_targets=from_teacher,
+                        keep_model=self.keep_stage_estimators,
+                    )  # fmt: skip
+                )
+        return specs
 
     def _folds(self, ids: list, rng) -> list[tuple[list, list]]:
         """Per fold: training and predicted sample indices of every subject (repeats of an
@@ -738,7 +645,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         teacher = [np.full(Y.shape, np.nan, dtype=np.float32) for Y in Ys]
         scores = [np.zeros(len(c)) for c in codes]
         n_folds = len(folds)
-        for out, spec_k, spec_f in _indexed(outputs, n_rois, n_folds):
+        for out, spec_k, spec_f in indexed(outputs, n_rois, n_folds):
             for s in range(n_sub):
                 cols = codes[s] == spec_k
                 if not cols.any():  # the subject lacks this ROI: nothing to take
@@ -793,26 +700,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "final_estimator_")
         return self.final_estimator_.predict(X, subject=subject)
 
-    def score(self, X: Any, y: Any, subject: int = 0) -> float:
-        """Mean voxel Pearson r of the final model (see :meth:`TopyEncoder.score`)."""
-        check_is_fitted(self, "final_estimator_")
-        return self.final_estimator_.score(X, y, subject=subject)
-
-    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
-        """Per-voxel values back in the container ``y`` came in (see
-        :meth:`TopyEncoder.inverse_transform`; ``like=`` keeps the events and metadata of
-        the Epochs predicted)."""
-        check_is_fitted(self, "final_estimator_")
-        return self.final_estimator_.inverse_transform(Y, subject=subject, **kwargs)
-
     # -------------------------------------------------------------------- persistence
-
-    def save(self, path: str | Path) -> Path:
-        """Save the fitted encoder (the final model, the ROIs and the stage scores) to one
-        safetensors file; see :func:`afo_encoding.io.save`."""
-        from ..io import save
-
-        return save(self, path)
 
     def _save_state(self) -> tuple[dict, dict]:
         from ..io import params_to_json
@@ -877,129 +765,16 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
             est.stage_voxel_scores_[stage] = vals if afo["listed_scores"] else vals[0]
         est.stage_estimators_ = {}
         est.stage_seconds_ = afo["stage_seconds"]
-        for name in _FINAL_ATTRIBUTES:
-            setattr(est, name, getattr(final, name))
         if afo["n_features_in"] is not None:
             est.n_features_in_ = afo["n_features_in"]
         return est
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
         tags.regressor_tags.poor_score = True
         return tags
 
-    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
-        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
-        from ..report import generate_report
-
-        return generate_report(self, X_test, y_test, **kwargs)
 
 
 def _is(value: Any, name: str) -> bool:
     return isinstance(value, str) and value == name
-
-
-def _label_arrays(rois: Any) -> list:
-    """Label arrays given as ``rois`` (for the run's key); an atlas image enters by name."""
-    if isinstance(rois, np.ndarray):
-        return [rois]
-    if isinstance(rois, (list, tuple)):
-        if rois and np.ndim(rois[0]) >= 1:
-            return [np.asarray(r) for r in rois]
-        return [np.asarray(rois)]
-    return [] if isinstance(rois, str) else [repr(rois)]
-
-
-def _indexed(outputs: list, n_rois: int, n_folds: int):
-    """``(output, roi, fold)`` of the fits of an ROI stage (specs are ROI-major)."""
-    for i, out in enumerate(outputs):
-        yield out, i // n_folds, i % n_folds
-
-
-class _Run:
-    """Runs the fits of a stage (in parallel through joblib, resuming from checkpoints)."""
-
-    def __init__(self, afo, params, inputs, Ys, coords, multi, seed, ids):
-        self.afo = afo
-        self.params = params
-        self.inputs = inputs
-        self.Ys = Ys
-        self.coords = coords
-        self.multi = multi
-        self.ids = ids
-        self.frozen_readout = None  # set once the first all-ROI model is fitted
-        self.out_dir = None
-        if afo.checkpoint_dir is not None:
-            key = _digest(
-                {k: v for k, v in afo.get_params(deep=False).items() if k not in _RUN_NEUTRAL},
-                {k: v for k, v in params.items() if k != "memory"},
-                [list(i) for i in ids],
-                *Ys,
-                *coords,
-                *_label_arrays(afo.rois),
-            )
-            self.out_dir = Path(afo.checkpoint_dir) / f"afo-{key}"
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            manifest = self.out_dir / "run.json"
-            if manifest.exists():
-                seed = json.loads(manifest.read_text())["seed"]
-            else:
-                manifest.write_text(json.dumps({"seed": seed}))
-        self.seed = seed
-
-    def stage(self, stage: str, specs: list[_FitSpec], teacher: list | None = None) -> list:
-        """Fit the models of one stage; returns their outputs in the order of ``specs``."""
-        from joblib import Parallel, delayed
-        from joblib.parallel import ThreadingBackend, get_active_backend
-
-        afo = self.afo
-        backend, n_jobs = get_active_backend()
-        if isinstance(backend, ThreadingBackend) and (afo.n_jobs or n_jobs) != 1:
-            warnings.warn(
-                "Stage fits in threads share torch's random number generator, so they are not "
-                "reproducible; use a process-based joblib backend (loky, the default, dask or "
-                "ray) for repeatable fits.",
-                UserWarning,
-                stacklevel=4,
-            )
-        logger.info("All-for-One %s: %d fit(s).", stage, len(specs))
-        start = time.perf_counter()
-        jobs = (
-            delayed(_run_fit)(
-                spec,
-                self.params,
-                self.inputs,
-                self.Ys,
-                self.coords,
-                teacher,
-                self.multi,
-                self.seed,
-                None if self.out_dir is None else str(self.out_dir),
-                self.frozen_readout,
-            )
-            for spec in specs
-        )
-        results = Parallel(n_jobs=afo.n_jobs, return_as="generator")(jobs)
-        outputs = list(progress(results, afo.verbose, desc=stage, total=len(specs), unit="fit"))
-        seconds = time.perf_counter() - start
-        afo.stage_seconds_[stage] = seconds
-        resumed = sum(o.resumed for o in outputs)
-        logger.info(
-            "All-for-One %s done in %.1f s%s.",
-            stage,
-            seconds,
-            f" ({resumed} fit(s) loaded from the checkpoint folder)" if resumed else "",
-        )
-        return outputs
-
-
-#: parameters that do not change what the recipe computes (left out of the run's key)
-_RUN_NEUTRAL = (
-    "n_jobs",
-    "verbose",
-    "checkpoint_dir",
-    "memory",
-    "keep_stage_estimators",
-    "estimator",
-)

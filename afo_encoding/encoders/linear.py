@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import numbers
+import os
 import warnings
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._devices import ACCELERATORS, ArrayBackend, feature_device, get_backend
 from .._logging import logger, progress, use_log_level
-from ._base import as_flat_features, feature_device, is_multi_subject
-from .ridge import DEFAULT_ALPHAS, SCORINGS, ArrayBackend, get_backend, ridge_cv
+from ._base import BaseEncoder, backbone_features
+from ._docs import fill_encoder_doc
+from ._inputs import as_flat_features, is_multi_subject, numbers_not_in_an_array
+from ._validation import (
+    MEMORY,
+    Anything,
+    ArrayLike,
+    Boolean,
+    CVObject,
+    DeviceName,
+    Interval,
+    RandomState,
+    StrOptions,
+    Verbosity,
+)
+from .ridge import DEFAULT_ALPHAS, SCORINGS, ridge_cv
 
 _POOL_BATCH = 256  # images pooled at a time
-
-
-def _numbers_not_in_an_array(y: Any) -> bool:
-    if isinstance(y, (list, tuple)):
-        return bool(y) and isinstance(y[0], (numbers.Number, list, tuple))
-    if isinstance(y, np.ndarray):
-        return y.dtype == object
-    return hasattr(y, "__array__") and not hasattr(y, "ndim")
 
 
 def pool_features(
@@ -107,7 +115,8 @@ def principal_axes(
     return np.ascontiguousarray(components * signs[:, None], dtype=np.float32)
 
 
-class LinearProbeEncoder(RegressorMixin, BaseEstimator):
+@fill_encoder_doc
+class LinearProbeEncoder(BaseEncoder):
     """Frozen backbone features, PCA, and ridge with its own alpha for every voxel.
 
     The encoding baseline of the field (Brain-Score; Conwell et al. 2022): the images go
@@ -120,12 +129,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="pyramid"
-        Anything :func:`afo_encoding.backbones.get_backbone` takes.
-    layers : list or None, default=None
-        Backbone layers to read (``None``: the backbone's default).
-    backbone_params : dict or None, default=None
-        More keyword arguments for ``get_backbone`` (e.g. ``{"image_size": 64}``).
+    %(backbone)s
     mask : optional
         Which voxels to model, passed to :func:`afo_encoding.as_responses`.
     pool_size : int or None, default=4
@@ -160,8 +164,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
     backend : {"auto", "numpy", "torch"}, default="auto"
         Array library of the PCA and the ridge solver (``"auto"``: torch on a GPU, numpy
         on the CPU).
-    memory : str, Path, joblib.Memory or None, default=None
-        Disk cache of the backbone features (nilearn's convention).
+    %(memory)s
     batch_size : int, default=32
         Images per backbone forward pass.
     n_targets_batch : int or None, default=None
@@ -225,6 +228,28 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
     (40, 5)
     """
 
+    _parameter_constraints = {
+        "backbone": [str, os.PathLike, torch.nn.Module],
+        "layers": [None, list, tuple, np.ndarray],
+        "backbone_params": [None, dict],
+        "mask": [Anything()],
+        "pool_size": [Interval(Integral, 1, None, closed="left"), None],
+        "use_global": [Boolean()],
+        "standardize": [Boolean()],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "alphas": [None, ArrayLike(), Interval(Real, 0, None, closed="neither")],
+        "cv": [Interval(Integral, 2, None, closed="left"), CVObject()],
+        "scoring": [StrOptions(SCORINGS)],
+        "fit_intercept": [Boolean()],
+        "device": [DeviceName(ACCELERATORS), None],
+        "backend": [StrOptions({"auto", "numpy", "torch"})],
+        "memory": MEMORY,
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_targets_batch": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": [RandomState()],
+        "verbose": [Verbosity()],
+    }
+
     def __init__(
         self,
         backbone: Any = "pyramid",
@@ -269,40 +294,19 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------- inputs
 
-    def _check_params(self) -> None:
-        for name, value in (("n_components", self.n_components), ("pool_size", self.pool_size)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
-            ):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}.")
-
-    def _make_backbone(self):
-        from ..backbones import get_backbone
-
-        kwargs = dict(self.backbone_params or {})
-        if self.layers is not None:
-            kwargs["layers"] = self.layers
-        return get_backbone(self.backbone, **kwargs)
-
     def _store_features(self, store) -> np.ndarray:
         return pool_features(store, self.pool_size, self.use_global, verbose=self.verbose)
 
     def _image_features(self, backbone, X) -> np.ndarray:
-        from ..backbones import FeatureStore, extract_features
-
-        if not isinstance(X, FeatureStore):
-            X = extract_features(
-                backbone,
-                X,
-                memory=self.memory,
-                batch_size=self.batch_size,
-                device=feature_device(self.device),
-                verbose=self.verbose,
-            )
-            backbone.to("cpu")
-        return self._store_features(X)
+        (store,) = backbone_features(
+            backbone,
+            [X],
+            memory=self.memory,
+            device=self.device,
+            batch_size=self.batch_size,
+            verbose=self.verbose,
+        )
+        return self._store_features(store)
 
     def _fit_features(self, X) -> np.ndarray:
         flat = as_flat_features(X)
@@ -347,11 +351,8 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         self : LinearProbeEncoder
             Fitted.
         """
-        self._check_params()
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None."
-            )
+        self._validate_params()
+        self._check_y(y)
         if is_multi_subject(X, y):
             raise ValueError(
                 "LinearProbeEncoder models one subject: fit one encoder per subject (the "
@@ -370,7 +371,7 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
                 "Fitting needs at least 4 samples (2 per cross-validation fold), got "
                 f"n_samples={n_samples}."
             )
-        if _numbers_not_in_an_array(y):
+        if numbers_not_in_an_array(y):
             y = np.asarray(y, dtype=np.float64)
         self._one_d = getattr(y, "ndim", None) == 1
         with warnings.catch_warnings():
@@ -463,61 +464,10 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
         Y = pcs @ self.coef_.T + self.intercept_
         return Y[:, 0] if self._one_d else Y
 
-    def score(self, X: Any, y: Any) -> float:
-        """Mean voxel Pearson r between ``predict(X)`` and ``y``.
-
-        Parameters
-        ----------
-        X : images, FeatureStore or 2D features
-            Test inputs.
-        y : array-like or the container ``y`` came in at fit time
-            Measured responses; containers are read with ``space_.transform``.
-
-        Returns
-        -------
-        score : float
-            Mean over voxels of :func:`afo_encoding.metrics.pearson_r` (the field's metric;
-            not scikit-learn's R^2).
-        """
-        from ..metrics import pearson_r
-
-        pred = self.predict(X)
-        if _numbers_not_in_an_array(y):
-            y = np.asarray(y, dtype=np.float64)
-        if isinstance(y, np.ndarray) and y.shape[1:] == pred.shape[1:]:
-            Y = y  # already the kept voxels
-        else:
-            Y = self.space_.transform(y)
-            pred = pred.reshape(len(pred), -1)
-        return float(np.mean(pearson_r(Y, pred)))
-
-    def inverse_transform(self, Y: Any, **kwargs: Any) -> Any:
-        """Give predictions (or any per-voxel values) back in the container ``y`` came in.
-
-        Parameters
-        ----------
-        Y : array-like of shape (n_samples, n_voxels) or (n_voxels,)
-            E.g. ``predict(X)``, or ``cv_scores_`` / ``np.log10(alpha_)`` to map them.
-        **kwargs
-            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
-            measured epochs whose images were predicted keeps their events, event_id and
-            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
-
-        Returns
-        -------
-        container
-            Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
-        """
-        check_is_fitted(self, "coef_")
-        return self.space_.inverse_transform(Y, **kwargs)
+    def _predict_subject(self, X: Any, subject: int) -> np.ndarray:
+        return self.predict(X)  # one subject
 
     # ------------------------------------------------------------------ persistence
-
-    def save(self, path: Any):
-        """Save the fitted encoder to one safetensors file (see :func:`afo_encoding.io.save`)."""
-        from ..io import save
-
-        return save(self, path)
 
     _ARRAYS = (
         "coef_", "intercept_", "alpha_", "alphas_", "cv_scores_", "alpha_scores_",
@@ -563,14 +513,3 @@ class LinearProbeEncoder(RegressorMixin, BaseEstimator):
             est.n_features_in_ = fitted["n_features_in"]
         est.backbone_ = est._make_backbone() if fitted["has_backbone"] else None
         return est
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
-    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
-        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
-        from ..report import generate_report
-
-        return generate_report(self, X_test, y_test, **kwargs)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import check_cv
 
+from .._devices import ArrayBackend, get_backend
 from .._logging import logger, progress
 
 SCORINGS = ("r2", "pearson", "neg_mse")
@@ -89,132 +90,6 @@ class RidgeCVResult:
     scoring: str
     solver: str
     cv_predictions: np.ndarray | None = None
-
-
-class ArrayBackend:
-    """The few array operations the solver needs, for numpy or torch.
-
-    Both libraries share operators, ``.T``, ``.sum(0)``, slicing and broadcasting; this
-    shim covers the rest (creation, dtype changes, float64 reductions, ``eigh``), so the
-    solver has a single code path.
-
-    Parameters
-    ----------
-    name : {"numpy", "torch"}
-        The array library.
-    device : str or None
-        Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); numpy runs on the CPU.
-    """
-
-    def __init__(self, name: str, device: str | None = None):
-        if name == "torch":
-            import torch
-
-            self._torch = torch
-            self.device = torch.device(device or "cpu")
-            self.float32, self.float64 = torch.float32, torch.float64
-        elif name == "numpy":
-            if device not in (None, "cpu"):
-                raise ValueError(
-                    f"The numpy backend runs on the CPU only, got device={device!r}; "
-                    "use backend='torch' for a GPU."
-                )
-            self._torch = None
-            self.device = "cpu"
-            self.float32, self.float64 = np.float32, np.float64
-        else:
-            raise ValueError(f"backend must be 'numpy' or 'torch', got {name!r}.")
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"ArrayBackend({self.name!r}, device={str(self.device)!r})"
-
-    def dtype(self, dtype: Any) -> Any:
-        """Backend dtype for a numpy-like dtype (``np.float32``, ``"float64"``...)."""
-        if self._torch is None:
-            return np.dtype(dtype).type
-        return {np.float32: self.float32, np.float64: self.float64}[np.dtype(dtype).type]
-
-    def asarray(self, x: Any, dtype: Any) -> Any:
-        """``x`` (numpy array, torch tensor, list) as a backend array of ``dtype``."""
-        if self._torch is None:
-            if type(x).__module__.startswith("torch"):
-                x = x.detach().cpu().numpy()
-            return np.asarray(x, dtype=dtype)
-        if not isinstance(x, self._torch.Tensor):
-            x = self._torch.from_numpy(np.ascontiguousarray(x))
-        return x.to(device=self.device, dtype=dtype)
-
-    def astype(self, x: Any, dtype: Any) -> Any:
-        """Cast ``x`` to ``dtype`` (no copy when it already has it)."""
-        return x.astype(dtype, copy=False) if self._torch is None else x.to(dtype)
-
-    def index(self, indices: np.ndarray) -> Any:
-        """Integer indices usable to take rows of backend arrays."""
-        if self._torch is None:
-            return np.asarray(indices, dtype=np.intp)
-        return self._torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy ``x`` to a numpy array on the CPU."""
-        return x if self._torch is None else x.detach().cpu().numpy()
-
-    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Array of zeros."""
-        if self._torch is None:
-            return np.zeros(shape, dtype=dtype)
-        return self._torch.zeros(shape, dtype=dtype, device=self.device)
-
-    def mean64(self, x: Any) -> Any:
-        """Column means accumulated in float64."""
-        return x.mean(0, dtype=self.float64)
-
-    def sum64(self, x: Any) -> Any:
-        """Column sums accumulated in float64."""
-        return x.sum(0, dtype=self.float64)
-
-    def all_finite(self, x: Any) -> bool:
-        """Whether ``x`` holds no NaN or infinity."""
-        return bool(np.isfinite(x).all()) if self._torch is None else bool(x.isfinite().all())
-
-    def qr(self, a: Any) -> Any:
-        """Orthonormal basis ``Q`` of the columns of ``a`` (reduced QR)."""
-        return np.linalg.qr(a)[0] if self._torch is None else self._torch.linalg.qr(a)[0]
-
-    def eigh(self, a: Any) -> tuple[Any, Any]:
-        """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
-        return np.linalg.eigh(a) if self._torch is None else self._torch.linalg.eigh(a)
-
-
-def get_backend(
-    backend: str = "auto", device: str | None = None, like: Any = None
-) -> ArrayBackend:
-    """Resolve ``backend``/``device`` arguments to an :class:`ArrayBackend`.
-
-    Parameters
-    ----------
-    backend : {"auto", "numpy", "torch"}
-        ``"auto"`` picks torch when ``device`` is a GPU, when ``device="auto"`` finds one,
-        or when ``like`` is a torch tensor; numpy otherwise.
-    device : str or None
-        ``None`` or ``"cpu"``: the CPU; ``"auto"``: the first GPU when torch sees one;
-        any torch device string otherwise.
-    like : object
-        An input array, to follow its library with ``backend="auto"``.
-
-    Returns
-    -------
-    backend : ArrayBackend
-    """
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "auto":
-        on_gpu = device is not None and str(device) != "cpu"
-        is_tensor = like is not None and type(like).__module__.startswith("torch")
-        backend = "torch" if on_gpu or is_tensor else "numpy"
-    return ArrayBackend(backend, device)
 
 
 @dataclass
@@ -481,23 +356,7 @@ def ridge_cv(
     >>> result.coef.shape, result.alpha.shape
     ((20, 5), (5,))
     """
-    if scoring not in SCORINGS:
-        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}.")
-    if solver not in ("auto", "primal", "dual"):
-        raise ValueError(f"solver must be 'auto', 'primal' or 'dual', got {solver!r}.")
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.")
-    if n_targets_batch is not None and (
-        not isinstance(n_targets_batch, numbers.Integral) or n_targets_batch < 1
-    ):
-        raise ValueError(
-            f"n_targets_batch must be a positive int or None, got {n_targets_batch!r}."
-        )
-    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
-    if alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
-        raise ValueError(
-            f"alphas must be a non-empty list of positive finite numbers, got {alphas}."
-        )
+    alphas = _check_ridge_arguments(scoring, solver, dtype, n_targets_batch, alphas)
     n_samples, n_features = _check_2d("X", X, "n_features")
     n_rows, n_targets = _check_2d("Y", Y, "n_targets")
     if n_rows != n_samples:
@@ -513,27 +372,7 @@ def ridge_cv(
         # centre once in float64 so that float32 products see no large offsets
         x = xb.astype(xb.astype(x, xb.float64) - x_offset, work)
 
-    splitter = check_cv(cv)
-    splits = [
-        (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n_samples, 1)))
-    ]
-    for train, test in splits:
-        if len(train) == 0 or len(test) == 0:
-            raise ValueError(
-                "A cross-validation fold has an empty training or test set; check `cv`."
-            )
-        if len(test) < 2 and scoring != "neg_mse":
-            raise ValueError(
-                f"scoring={scoring!r} needs at least 2 test samples per fold, got {len(test)} "
-                "(leave-one-out?); use fewer folds or scoring='neg_mse'."
-            )
-    if return_cv_predictions:
-        held_out = np.concatenate([test for _, test in splits])
-        if len(held_out) != n_samples or len(np.unique(held_out)) != n_samples:
-            raise ValueError(
-                "return_cv_predictions needs folds that hold every sample out exactly once "
-                "(K-fold); this `cv` does not."
-            )
+    splits = _check_splits(cv, n_samples, scoring, return_cv_predictions)
     min_train = min(len(train) for train, _ in splits)
     primal = {"primal": True, "dual": False, "auto": min_train >= n_features}[solver]
     logger.debug(
@@ -572,35 +411,13 @@ def ridge_cv(
     starts = range(0, n_targets, n_targets_batch)
     for start in progress(starts, verbose, desc="ridge", total=len(starts), unit="batch"):
         batch = slice(start, min(start + n_targets_batch, n_targets))
-        y = xb.asarray(Y[:, batch], work)
-        if not xb.all_finite(y):
-            raise ValueError(
-                f"Y contains NaN or infinite values (in targets {batch.start}-{batch.stop - 1})."
-            )
-        y_offset = xb.mean64(y) if fit_intercept else xb.zeros((y.shape[1],), xb.float64)
-        if fit_intercept:
-            y = y - xb.astype(y_offset, work)
-        scores = 0
-        projections = []
-        for fold, d in zip(folds, inverse):
-            z, b, y_mean_train = fold.project(xb, y)
-            scores = scores + _alpha_scores(xb, fold, z, b, y_mean_train, y[fold.test], d, scoring)
-            if return_cv_predictions:
-                projections.append((z, y_mean_train))
-        scores = xb.to_numpy(scores) / len(folds)
-        alpha_scores[:, batch] = scores
-        best = xb.asarray(alphas[scores.argmax(0)], xb.float64)
-        for fold, (z, y_mean_train), (_, test) in zip(folds, projections, splits):
-            dz = xb.astype(z / (fold.s[:, None] + best[None, :]), work)
-            pred = xb.astype(fold.a_test @ dz, xb.float64) + y_mean_train + y_offset
-            cv_predictions[test, batch] = xb.to_numpy(pred)
-        z, _, y_mean = full.project(xb, y)
-        weights = full.coef(xb.astype(z / (full.s[:, None] + best[None, :]), work))
-        coef[:, batch] = xb.to_numpy(weights)
-        if fit_intercept:
-            means = y_offset + y_mean
-            offset = means - (x_offset + full.x_mean) @ xb.astype(weights, xb.float64)
-            intercept[batch] = xb.to_numpy(offset)
+        fitted = _fit_batch(
+            xb, xb.asarray(Y[:, batch], work), batch, folds, inverse, full, splits, alphas,
+            scoring, fit_intercept, x_offset, return_cv_predictions,
+        )  # fmt: skip
+        alpha_scores[:, batch], coef[:, batch], intercept[batch], predictions = fitted
+        if return_cv_predictions:
+            cv_predictions[:, batch] = predictions
 
     alpha_index = alpha_scores.argmax(0)
     cv_scores = alpha_scores[alpha_index, np.arange(n_targets)]
@@ -616,3 +433,102 @@ def ridge_cv(
         solver="primal" if primal else "dual",
         cv_predictions=cv_predictions,
     )
+
+
+def _check_ridge_arguments(scoring, solver, dtype, n_targets_batch, alphas) -> np.ndarray:
+    """Check the options of :func:`ridge_cv`; returns the alphas as float64."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}.")
+    if solver not in ("auto", "primal", "dual"):
+        raise ValueError(f"solver must be 'auto', 'primal' or 'dual', got {solver!r}.")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.")
+    if n_targets_batch is not None and (
+        not isinstance(n_targets_batch, numbers.Integral) or n_targets_batch < 1
+    ):
+        raise ValueError(
+            f"n_targets_batch must be a positive int or None, got {n_targets_batch!r}."
+        )
+    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
+        raise ValueError(
+            f"alphas must be a non-empty list of positive finite numbers, got {alphas}."
+        )
+    return alphas
+
+
+def _check_splits(cv, n_samples: int, scoring: str, return_cv_predictions: bool) -> list:
+    """The ``(train, test)`` index arrays of ``cv``, checked for what ridge_cv needs."""
+    splitter = check_cv(cv)
+    splits = [
+        (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n_samples, 1)))
+    ]
+    for train, test in splits:
+        if len(train) == 0 or len(test) == 0:
+            raise ValueError(
+                "A cross-validation fold has an empty training or test set; check `cv`."
+            )
+        if len(test) < 2 and scoring != "neg_mse":
+            raise ValueError(
+                f"scoring={scoring!r} needs at least 2 test samples per fold, got {len(test)} "
+                "(leave-one-out?); use fewer folds or scoring='neg_mse'."
+            )
+    if return_cv_predictions:
+        held_out = np.concatenate([test for _, test in splits])
+        if len(held_out) != n_samples or len(np.unique(held_out)) != n_samples:
+            raise ValueError(
+                "return_cv_predictions needs folds that hold every sample out exactly once "
+                "(K-fold); this `cv` does not."
+            )
+    return splits
+
+
+def _fit_batch(
+    xb,
+    y,
+    batch,
+    folds,
+    inverse,
+    full,
+    splits,
+    alphas,
+    scoring,
+    fit_intercept,
+    x_offset,
+    return_cv_predictions,
+) -> tuple:
+    """Score every alpha on a batch of targets ``y`` and refit each at its best alpha.
+
+    Returns the alpha scores (n_alphas, n_batch), the weights, the intercepts and the
+    out-of-fold predictions (``None`` unless ``return_cv_predictions``), as numpy arrays.
+    """
+    work = y.dtype
+    intercept = np.zeros(y.shape[1])  # float64, cast by the caller's arrays
+    cv_predictions = np.empty(y.shape) if return_cv_predictions else None
+    if not xb.all_finite(y):
+        raise ValueError(
+            f"Y contains NaN or infinite values (in targets {batch.start}-{batch.stop - 1})."
+        )
+    y_offset = xb.mean64(y) if fit_intercept else xb.zeros((y.shape[1],), xb.float64)
+    if fit_intercept:
+        y = y - xb.astype(y_offset, work)
+    scores = 0
+    projections = []
+    for fold, d in zip(folds, inverse):
+        z, b, y_mean_train = fold.project(xb, y)
+        scores = scores + _alpha_scores(xb, fold, z, b, y_mean_train, y[fold.test], d, scoring)
+        if return_cv_predictions:
+            projections.append((z, y_mean_train))
+    scores = xb.to_numpy(scores) / len(folds)
+    best = xb.asarray(alphas[scores.argmax(0)], xb.float64)
+    for fold, (z, y_mean_train), (_, test) in zip(folds, projections, splits):
+        dz = xb.astype(z / (fold.s[:, None] + best[None, :]), work)
+        pred = xb.astype(fold.a_test @ dz, xb.float64) + y_mean_train + y_offset
+        cv_predictions[test] = xb.to_numpy(pred)
+    z, _, y_mean = full.project(xb, y)
+    weights = full.coef(xb.astype(z / (full.s[:, None] + best[None, :]), work))
+    if fit_intercept:
+        means = y_offset + y_mean
+        offset = means - (x_offset + full.x_mean) @ xb.astype(weights, xb.float64)
+        intercept = xb.to_numpy(offset)
+    return scores, xb.to_numpy(weights), intercept, cv_predictions

@@ -3,291 +3,73 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import numbers
-import warnings
-from dataclasses import dataclass, replace
+import os
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._logging import logger
-from ._base import (
-    as_flat_features,
+from .._devices import (
+    ACCELERATORS,
+    backbone_autocast,
     engine_placement,
-    feature_device,
+    parameter_dtype,
+)
+from .._logging import logger
+from ._base import BaseEncoder, backbone_features, flat_inputs
+from ._docs import fill_encoder_doc
+from ._inputs import (
+    ids_digest,
     is_multi_subject,
+    monitor_to_kept,
+    numbers_not_in_an_array,
+    per_subject,
     row_ids,
-    torch_device,
+    to_kept_voxels,
     validation_split,
+    voxel_mean_scale,
+)
+from ._validation import (
+    FOLDER,
+    MEMORY,
+    Anything,
+    ArrayLike,
+    Boolean,
+    CVObject,
+    DeviceName,
+    Interval,
+    RandomState,
+    StrOptions,
+    Verbosity,
+)
+from .frozen_readout import readout_source
+from .topy_recipes import (
+    RECIPE_DEFAULTS,
+    FitData,
+    Seeds,
+    fit_ridge,
+    fit_sgd,
+    resolved,
+    warn_if_retina_saturated,
 )
 
-_HALF = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
-_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16"}
+__all__ = ["RECIPE_DEFAULTS", "TopyEncoder"]
+
+_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
+_AUTO = StrOptions({"auto"})
+#: Fabric's precisions (lightning.fabric.connector._PRECISION_INPUT)
+_PRECISIONS = StrOptions(
+    {"32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+     "64-true", "64", "transformer-engine", "transformer-engine-float16"}
+)  # fmt: skip
 
 
-def _per_subject(value: Any, n_subjects: int, multi: bool, name: str) -> list:
-    """A fit keyword given once per subject (lists when several subjects)."""
-    if not multi:
-        return [value]
-    if value is None:
-        return [None] * n_subjects
-    if not isinstance(value, (list, tuple)) or len(value) != n_subjects:
-        raise ValueError(
-            f"With {n_subjects} subjects, {name} must be a list of {n_subjects} entries "
-            f"(None for none), got {type(value).__name__}."
-        )
-    return list(value)
-
-
-def _to_kept_voxels(value: Any, space, name: str) -> Any:
-    """Per-voxel values given over the raw voxels are reduced to the kept ones."""
-    if value is None:
-        return None
-    arr = np.asarray(value)
-    if arr.ndim >= 1 and arr.shape[-1] == space.n_raw_voxels != space.n_voxels:
-        arr = arr[..., space.keep]
-    if arr.ndim >= 1 and arr.shape[-1] != space.n_voxels:
-        raise ValueError(
-            f"{name} must have one value per voxel ({space.n_voxels} kept, or "
-            f"{space.n_raw_voxels} before dropping), got shape {arr.shape}."
-        )
-    return arr
-
-
-def _voxel_mean_scale(Y: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of every column over ``rows`` (float64, in chunks of
-    columns so that no copy of ``Y`` is made); a zero deviation becomes 1."""
-    mean = np.empty(Y.shape[1])
-    scale = np.empty(Y.shape[1])
-    step = max(1, 2**24 // max(len(rows), 1))
-    for start in range(0, Y.shape[1], step):
-        block = Y[:, start : start + step][rows].astype(np.float64)
-        mean[start : start + step] = block.mean(0)
-        scale[start : start + step] = block.std(0)
-    scale[scale == 0] = 1.0
-    return mean, scale
-
-
-def _numbers_not_in_an_array(y: Any) -> bool:
-    """Numeric responses given as nested lists, an object array or an array-like."""
-    if isinstance(y, (list, tuple)):
-        return bool(y) and isinstance(y[0], (numbers.Number, list, tuple))
-    if isinstance(y, np.ndarray):
-        return y.dtype == object
-    return hasattr(y, "__array__") and not hasattr(y, "ndim")
-
-
-def _monitor_to_kept(monitor: Any, space) -> Any:
-    """A boolean mask over the raw voxels becomes one over the kept voxels; indices are
-    indices of kept voxels."""
-    if monitor is None or np.asarray(monitor).dtype != bool:
-        return monitor
-    return _to_kept_voxels(monitor, space, "monitor")
-
-
-def _ids_digest(ids: list[str]) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for i in ids:
-        h.update(i.encode())
-    return h.hexdigest()
-
-
-#: TopyNet options that shape the RetinaMapper and the LayerSelector (besides the layers)
-_READOUT_OPTIONS = ("n_frequencies", "max_frequency", "hidden", "freeze_retina", "uniform_layers")
-
-
-@dataclass(frozen=True)
-class _ReadoutSource:
-    """What a frozen readout takes from a fitted model: per subject, its coordinates and
-    the weights of its RetinaMapper and LayerSelector MLPs (``None`` for a FrozenRM /
-    FrozenLS one); the options that shape them; a digest of the weights."""
-
-    n_layers: int
-    options: dict
-    coords: list
-    retina_mapper: list
-    layer_selector: list
-    digest: str
-
-
-def _readout_source(source: Any) -> _ReadoutSource:
-    """The frozen readout of a fitted TopyEncoder, AllForOneEncoder or TopyNet.
-
-    All-for-One extracts it once and hands this to its workers: a few MB, where the whole
-    network (heads of n_voxels x D) may weigh hundreds.
-    """
-    from ..nn import TopyNet
-
-    if isinstance(source, _ReadoutSource):
-        return source
-    model = source if isinstance(source, TopyNet) else getattr(source, "model_", None)
-    if not isinstance(model, TopyNet):
-        if isinstance(source, BaseEstimator) and hasattr(source, "fit"):
-            raise NotFittedError(
-                f"frozen_readout: this {type(source).__name__} is not fitted. Fit it on the "
-                "same subjects and voxels first, then pass it (or pass its model_)."
-            )
-        raise TypeError(
-            "frozen_readout must be a fitted TopyEncoder or AllForOneEncoder, or a TopyNet, "
-            f"got {type(source).__name__}."
-        )
-    h = hashlib.blake2b(digest_size=8)
-    states = {"retina_mapper": [], "layer_selector": []}
-    for s, sub in enumerate(model.subjects):
-        for part, values in states.items():
-            mlp = getattr(sub, part).mlp
-            state = None
-            if mlp is not None:
-                state = {k: v.detach().to("cpu", copy=True) for k, v in mlp.state_dict().items()}
-                for k, v in state.items():
-                    h.update(f"{s}.{part}.{k}{tuple(v.shape)}{v.dtype}".encode())
-                    h.update(v.contiguous().view(torch.uint8).numpy().tobytes())
-            values.append(state)
-    return _ReadoutSource(
-        n_layers=model.n_layers,
-        options={k: model.config[k] for k in _READOUT_OPTIONS},
-        coords=[np.asarray(c, dtype=np.float64) for c in model.config["coords"]],
-        digest=h.hexdigest(),
-        **states,
-    )
-
-
-#: a voxel mapped this close to the image border sits where tanh has no gradient left
-_SATURATED = 0.99
-
-
-def _warn_if_retina_saturated(retina_map: np.ndarray, subject: int, learning_rate: float):
-    """Warn when most voxels of a subject are mapped onto the border of the image.
-
-    The RetinaMapper's output is ``tanh`` of an MLP: when large early steps push the MLP's
-    output far out, ``tanh`` saturates, its gradient vanishes and the whole map stays stuck
-    on the border, a failed fit that trains on and scores low without any error. On the
-    simulator this happened for about half of the seeds at ``learning_rate=1e-2`` (every
-    early-area voxel at the border, retina map uncorrelated with the pRF centres), never at
-    the paper's 3e-3; a healthy map had at most about 20% of voxels at the border
-    (peripheral ones).
-    """
-    if retina_map.size == 0:
-        return
-    fraction = float(np.mean(np.abs(retina_map).max(axis=1) >= _SATURATED))
-    if fraction > 0.5:
-        warnings.warn(
-            f"The RetinaMapper of subject {subject} put {fraction:.0%} of the voxels on the "
-            f"border of the image (|u| >= {_SATURATED}): its tanh saturated during training "
-            "and the map is stuck there, so the voxels read the wrong place of the image. "
-            f"Refit with a smaller learning_rate (got {learning_rate}; the paper's is 3e-3) "
-            "or another random_state, and check retina_map_.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-
-
-def _freeze_readout(model, source: _ReadoutSource) -> None:
-    """Copy ``source``'s RetinaMapper and LayerSelector weights into ``model`` and freeze
-    them (``requires_grad=False``), after checking that both read the same voxels."""
-    if source.n_layers != model.n_layers:
-        raise ValueError(
-            f"frozen_readout reads {source.n_layers} backbone layer(s), this fit "
-            f"{model.n_layers}: its LayerSelector does not fit. Use the backbone and layers "
-            "the frozen readout was fitted with."
-        )
-    if len(source.coords) != model.n_subjects:
-        raise ValueError(
-            f"frozen_readout was fitted on {len(source.coords)} subject(s), this fit has "
-            f"{model.n_subjects}: pass a model fitted on the same subjects, in the same order."
-        )
-    for s, (theirs, ours) in enumerate(zip(source.coords, model.config["coords"])):
-        if theirs.shape != ours.shape:
-            raise ValueError(
-                f"Subject {s}: frozen_readout has {theirs.shape[0]} voxel(s) with "
-                f"{theirs.shape[1]}-D coordinates, this fit {ours.shape[0]} with "
-                f"{ours.shape[1]}-D ones. Fit it on the same voxels (same mask, same dropped "
-                "voxels, same coordinates)."
-            )
-        if not np.array_equal(theirs, ours):
-            worst = float(np.max(np.abs(theirs - ours)))
-            raise ValueError(
-                f"Subject {s}: the voxel coordinates differ from frozen_readout's (largest "
-                f"difference {worst:.3g}), so its positional encoding would differ. Fit it on "
-                "the same voxels with the same coordinates."
-            )
-    for name, value in source.options.items():
-        if model.config[name] != value:
-            raise ValueError(
-                f"frozen_readout was built with {name}={value!r}, this fit with "
-                f"{name}={model.config[name]!r}: its RetinaMapper and LayerSelector do not "
-                "fit. Use the same value."
-            )
-    for sub, *states in zip(model.subjects, source.retina_mapper, source.layer_selector):
-        for part, state in zip(("retina_mapper", "layer_selector"), states):
-            mlp = getattr(sub, part).mlp
-            if mlp is not None:
-                mlp.load_state_dict(state)
-                mlp.requires_grad_(False)
-
-
-#: the global branch of the ridge recipe reads what LinearProbeEncoder does by default
-_PROBE_COMPONENTS = 1000
-_PROBE_POOL = 4
-
-#: training settings whose default depends on the head solver: the ridge recipe's short
-#: SGD fit only places the readout; "sgd" is the paper's recipe (section 4.6)
-RECIPE_DEFAULTS = {
-    "ridge": {
-        "sigma": 0.1,
-        "max_epochs": 40,
-        "learning_rate": 3e-2,
-        "retina_lr_scale": 0.1,
-        "n_iter_no_change": 10,
-    },
-    "sgd": {
-        "sigma": 0.01,
-        "max_epochs": 200,
-        "learning_rate": 3e-3,
-        "retina_lr_scale": 1.0,
-        "n_iter_no_change": 20,
-    },
-}
-
-
-@dataclass
-class _FitData:
-    """What ``fit`` read: per subject, features, image ids, responses and fit keywords."""
-
-    multi: bool
-    stores: list
-    ids: list
-    Ys: list
-    spaces: list
-    one_d: list
-    kept: list
-
-
-@dataclass
-class _Seeds:
-    model: int
-    splits: list
-    fit: int | None
-
-
-def _empty_history() -> dict:
-    """The history of a fit with no SGD epoch (a frozen readout under the ridge recipe)."""
-    return {
-        "epoch": [], "train_loss": [], "val_score": [], "val_score_subjects": [],
-        "seconds": [], "best_epoch": 0, "best_score": float("nan"), "soup_epochs": [],
-        "stopped_early": False,
-    }  # fmt: skip
-
-
-class TopyEncoder(RegressorMixin, BaseEstimator):
+@fill_encoder_doc
+class TopyEncoder(BaseEncoder):
     """Encoding model of the paper: frozen backbone + TopyNeck + one linear head per voxel.
 
     From the images a subject saw, predicts the response of every voxel (fMRI), sensor x
@@ -318,15 +100,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="pyramid"
-        Anything :func:`afo_encoding.backbones.get_backbone` takes: ``"pyramid"`` (Gabor
-        pyramid, offline, fast on a CPU), ``"efficientnet-lite0"`` (pretrained on
-        ImageNet, offline, with the ``[models]`` extra), ``"dinov2-base"`` (the paper's),
-        a Hugging Face id, a module.
-    layers : list or None, default=None
-        Backbone layers to read (``None``: the backbone's default).
-    backbone_params : dict or None, default=None
-        More keyword arguments for ``get_backbone`` (e.g. ``{"image_size": 64}``).
+    %(backbone)s
     mask : Niimg, NiftiMasker, SurfaceImage, boolean array, list or None, default=None
         Which voxels to model, passed to :func:`afo_encoding.as_responses` (for a Niimg
         ``y``, ``None`` computes a mask as nilearn's ``NiftiMasker`` does); a list gives
@@ -404,9 +178,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         from Python (notebooks, tests).
     num_nodes : int, default=1
         Machines for training.
-    memory : str, Path, joblib.Memory or None, default=None
-        Disk cache of the backbone features (nilearn's convention). Features are cached in
-        RAM for the process in any case.
+    %(memory)s
     checkpoint_dir : str, Path or None, default=None
         Where the top checkpoints and the resume state go; refitting the same data with the
         same parameters after an interruption resumes after the last finished epoch.
@@ -493,6 +265,44 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
     (40, 5)
     """
 
+    _parameter_constraints = {
+        "backbone": [str, os.PathLike, torch.nn.Module],
+        "layers": [None, list, tuple, np.ndarray],
+        "backbone_params": [None, dict],
+        "mask": [Anything()],
+        "head_solver": [StrOptions(RECIPE_DEFAULTS)],
+        "readout_channels": [_POSITIVE_INT],
+        "alphas": [None, ArrayLike(), Interval(Real, 0, None, closed="neither")],
+        "cv": [Interval(Integral, 2, None, closed="left"), CVObject()],
+        "d_model": [_POSITIVE_INT],
+        "adapter_width": [_POSITIVE_INT, None],
+        "sigma": [Interval(Real, 0, None, closed="left"), _AUTO],
+        "entropy_weight": [Interval(Real, 0, None, closed="left")],
+        "use_global": [Boolean()],
+        "freeze_retina": [Boolean()],
+        "uniform_layers": [Boolean()],
+        "max_epochs": [_POSITIVE_INT, _AUTO],
+        "batch_size": [_POSITIVE_INT],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), _AUTO],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "retina_lr_scale": [Interval(Real, 0, None, closed="neither"), _AUTO],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [_POSITIVE_INT, _AUTO],
+        "n_voxels_per_step": [_POSITIVE_INT, None],
+        "top_k": [_POSITIVE_INT],
+        "soup": [Boolean()],
+        "device": [DeviceName(ACCELERATORS)],
+        "precision": [_PRECISIONS],
+        "devices": [Interval(Integral, -1, None, closed="left"), str, list, tuple],
+        "strategy": [Anything()],
+        "num_nodes": [_POSITIVE_INT],
+        "memory": MEMORY,
+        "checkpoint_dir": FOLDER,
+        "random_state": [RandomState()],
+        "verbose": [Verbosity()],
+    }
+    _fitted_attribute = "model_"
+
     def __init__(
         self,
         backbone: Any = "pyramid",
@@ -567,40 +377,13 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------- inputs
 
-    def _make_backbone(self):
-        from ..backbones import get_backbone
-
-        kwargs = dict(self.backbone_params or {})
-        if self.layers is not None:
-            kwargs["layers"] = self.layers
-        return get_backbone(self.backbone, **kwargs)
-
-    def _image_features(self, backbone, X):
-        from ..backbones import extract_features
-
-        store = extract_features(
-            backbone,
-            X,
-            memory=self.memory,
-            device=feature_device(self.device),
-            autocast=_AUTOCAST.get(self.precision),
-            verbose=self.verbose,
-        )
-        backbone.to("cpu")
-        return store
-
     def _fit_features(self, Xs: list) -> tuple[list, list[str]]:
         """Feature stores of every subject and their ids; sets ``backbone_`` and
         ``n_features_in_``."""
         from ..backbones import FeatureStore
 
-        flats = [as_flat_features(X) for X in Xs]
-        if any(f is not None for f in flats):
-            if any(f is None for f in flats):
-                raise ValueError(
-                    "Give either images or precomputed 2D features for every subject, not a "
-                    "mix of both."
-                )
+        flats = flat_inputs(Xs)
+        if flats is not None:
             arrays = [validate_data(self, f, reset=True, dtype=np.float32) for f in flats]
             if len({a.shape[1] for a in arrays}) > 1:
                 raise ValueError(
@@ -618,11 +401,19 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         if hasattr(self, "n_features_in_"):
             del self.n_features_in_
         backbone = self._make_backbone()
-        stores = [
-            X if isinstance(X, FeatureStore) else self._image_features(backbone, X) for X in Xs
-        ]
+        stores = self._image_features(backbone, Xs)
         self.backbone_ = backbone
         return stores, [s.ids for s in stores]
+
+    def _image_features(self, backbone, Xs: list) -> list:
+        return backbone_features(
+            backbone,
+            Xs,
+            memory=self.memory,
+            device=self.device,
+            autocast=backbone_autocast(self.precision),
+            verbose=self.verbose,
+        )
 
     def _predict_features(self, X):
         from ..backbones import FeatureStore
@@ -632,43 +423,11 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         if self.backbone_ is None:
             a = validate_data(self, X, reset=False, dtype=np.float32)
             return FeatureStore.from_arrays([a[:, :, None, None]], [a], name="features")
-        return self._image_features(self.backbone_, X)
+        return self._image_features(self.backbone_, [X])[0]
 
     def _recipe(self, name: str) -> Any:
         """A training setting, ``"auto"`` resolved by :data:`RECIPE_DEFAULTS`."""
-        value = getattr(self, name)
-        if isinstance(value, str) and value == "auto":
-            return RECIPE_DEFAULTS[self.head_solver][name]
-        return value
-
-    def _check_params(self) -> None:
-        if self.head_solver not in RECIPE_DEFAULTS:
-            raise ValueError(
-                f"head_solver must be 'ridge' or 'sgd', got {self.head_solver!r}."
-            )
-        for name in ("readout_channels", "cv"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}."
-            )
-        for name in ("d_model",):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        scale = self._recipe("retina_lr_scale")
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
-            raise ValueError(
-                f"retina_lr_scale must be a positive number (1 trains the RetinaMapper at "
-                f"the learning rate of the rest), got {scale!r}."
-            )
-        if self._recipe("sigma") < 0 or self.entropy_weight < 0:
-            raise ValueError(
-                f"sigma and entropy_weight must be >= 0, got {self.sigma!r} and "
-                f"{self.entropy_weight!r}."
-            )
+        return resolved(self, name)
 
     # ---------------------------------------------------------------------------- fit
 
@@ -723,12 +482,9 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         self : TopyEncoder
             Fitted.
         """
-        self._check_params()
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None."
-            )
-        readout = None if frozen_readout is None else _readout_source(frozen_readout)
+        self._validate_params()
+        self._check_y(y)
+        readout = None if frozen_readout is None else readout_source(frozen_readout)
         hooks = {
             "coords": coords,
             "loss_weight": loss_weight,
@@ -740,46 +496,35 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         seeds = self._seeds(data.ids)
         subjects, standardizers = self._subject_data(data, seeds)
         if self.head_solver == "ridge":
-            model, history, scores, shares = self._fit_ridge(
-                data, subjects, seeds, readout, callbacks
-            )
+            fitted = fit_ridge(self, data, subjects, seeds, readout, callbacks)
         else:
-            model, history, scores = self._fit_sgd(
-                data, subjects, standardizers, seeds, readout, callbacks
-            )
-            shares = None
-        self.model_ = model
-        self.n_subjects_ = len(data.stores)
-        self._listed = data.multi
-        self._one_d = data.one_d
-        self.history_ = history
-        self.n_iter_ = len(history["epoch"])
-        self._set_fitted_arrays(data.spaces, scores, shares)
+            fitted = fit_sgd(self, data, subjects, standardizers, seeds, readout, callbacks)
+        self._set_fitted(data, *fitted)
         if not self.freeze_retina:
             maps = self.retina_map_ if data.multi else [self.retina_map_]
             for s, retina_map in enumerate(maps):
-                _warn_if_retina_saturated(retina_map, s, self._recipe("learning_rate"))
+                warn_if_retina_saturated(retina_map, s, self._recipe("learning_rate"))
         logger.info(
             "TopyEncoder fitted: %d epochs, validation r %.4f.",
             self.n_iter_,
-            history["final_score"],
+            self.history_["final_score"],
         )
         return self
 
     # ------------------------------------------------------------------ fit steps
 
-    def _read_inputs(self, X: Any, y: Any, hooks: dict) -> _FitData:
+    def _read_inputs(self, X: Any, y: Any, hooks: dict) -> FitData:
         """Features, responses and per-voxel fit keywords of every subject."""
         from ..responses import as_responses, check_n_samples
 
         multi = is_multi_subject(X, y)
         Xs, ys = (list(X), list(y)) if multi else ([X], [y])
         n_subjects = len(Xs)
-        per_subject = {
-            name: _per_subject(value, n_subjects, multi, name) for name, value in hooks.items()
+        given = {
+            name: per_subject(value, n_subjects, multi, name) for name, value in hooks.items()
         }
         masks = (
-            _per_subject(self.mask, n_subjects, True, "mask")
+            per_subject(self.mask, n_subjects, True, "mask")
             if multi and isinstance(self.mask, (list, tuple))
             else [self.mask] * n_subjects
         )
@@ -792,206 +537,59 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
                 )
         Ys, spaces, one_d = [], [], []
         for s, y_s in enumerate(ys):
-            if _numbers_not_in_an_array(y_s):
+            if numbers_not_in_an_array(y_s):
                 y_s = np.asarray(y_s, dtype=np.float64)
             one_d.append(getattr(y_s, "ndim", None) == 1)
-            Y, space = as_responses(y_s, mask=masks[s], coords=per_subject["coords"][s])
+            Y, space = as_responses(y_s, mask=masks[s], coords=given["coords"][s])
             check_n_samples(len(stores[s]), Y)
             Ys.append(Y)
             spaces.append(space)
         kept = [
             {
-                "loss_weight": _to_kept_voxels(per_subject["loss_weight"][s], sp, "loss_weight"),
-                "soft_targets": _to_kept_voxels(
-                    per_subject["soft_targets"][s], sp, "soft_targets"
-                ),
-                "soft_weight": _to_kept_voxels(per_subject["soft_weight"][s], sp, "soft_weight"),
-                "monitor": _monitor_to_kept(per_subject["monitor"][s], sp),
+                "loss_weight": to_kept_voxels(given["loss_weight"][s], sp, "loss_weight"),
+                "soft_targets": to_kept_voxels(given["soft_targets"][s], sp, "soft_targets"),
+                "soft_weight": to_kept_voxels(given["soft_weight"][s], sp, "soft_weight"),
+                "monitor": monitor_to_kept(given["monitor"][s], sp),
             }
             for s, sp in enumerate(spaces)
         ]
-        return _FitData(multi, stores, ids, Ys, spaces, one_d, kept)
+        return FitData(multi, stores, ids, Ys, spaces, one_d, kept)
 
-    def _seeds(self, ids: list) -> _Seeds:
+    def _seeds(self, ids: list) -> Seeds:
         """Seeds of the model, the validation splits and the training loop."""
         rng = check_random_state(self.random_state)
         seeded = self.random_state is not None
         model = int(rng.randint(np.iinfo(np.int32).max))
         splits = [
-            int(rng.randint(np.iinfo(np.int32).max)) if seeded else int(_ids_digest(i)[:8], 16)
+            int(rng.randint(np.iinfo(np.int32).max)) if seeded else int(ids_digest(i)[:8], 16)
             for i in ids
         ]
         fit = int(rng.randint(np.iinfo(np.int32).max)) if seeded else None
-        return _Seeds(model, splits, fit)
+        return Seeds(model, splits, fit)
 
-    def _subject_data(self, data: _FitData, seeds: _Seeds) -> tuple[list, list]:
+    def _subject_data(self, data: FitData, seeds: Seeds) -> tuple[list, list]:
         """The training material of every subject, and its voxels' mean and scale."""
         from ..training import SubjectData
 
         subjects, standardizers = [], []
         for s, (store, Y, kept) in enumerate(zip(data.stores, data.Ys, data.kept)):
             train, val = validation_split(data.ids[s], self.validation_fraction, seeds.splits[s])
-            mean, scale = _voxel_mean_scale(Y, train)
+            mean, scale = voxel_mean_scale(Y, train)
             standardizers.append((mean, scale))
             subjects.append(
                 SubjectData(store, Y, train, val, target_mean=mean, target_scale=scale, **kept)
             )
         return subjects, standardizers
 
-    def _network(self, data: _FitData, seed: int, **options: Any):
-        """A new TopyNet for these subjects, with the encoder's options (and ``options``)."""
-        from ..nn import TopyNet
-
-        params = {
-            "d_model": self.d_model,
-            "adapter_width": self.adapter_width,
-            "sigma": self._recipe("sigma"),
-            "entropy_weight": self.entropy_weight,
-            "use_global": self.use_global,
-            "freeze_retina": self.freeze_retina,
-            "uniform_layers": self.uniform_layers,
-        }
-        params = {
-            "local_channels": data.stores[0].local_channels,
-            "global_dims": data.stores[0].global_dims,
-            **params,
-            **options,
-        }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return TopyNet(coords=[space.coords for space in data.spaces], **params)
-
-    def _train(self, model, data, subjects, seeds, readout, callbacks, **overrides):
-        """Run the training loop on ``model`` (see :func:`afo_encoding.training.fit_model`)."""
-        from ..training import EngineConfig, TrainingConfig, fit_model
-
-        config = TrainingConfig(
-            max_epochs=self._recipe("max_epochs"),
-            batch_size=self.batch_size,
-            learning_rate=self._recipe("learning_rate"),
-            weight_decay=self.weight_decay,
-            n_voxels_per_step=self.n_voxels_per_step,
-            n_iter_no_change=self._recipe("n_iter_no_change"),
-            top_k=self.top_k,
-            soup=self.soup,
-            lr_scales=(("retina_mapper", self._recipe("retina_lr_scale")),),
-        )
-        for name, value in overrides.items():
-            setattr(config, name, value)
-        accelerator, devices = engine_placement(self.device)
-        engine = EngineConfig(
-            accelerator=accelerator,
-            devices=self.devices if devices is None else devices,
-            precision=self.precision,
-            strategy=self.strategy,
-            num_nodes=self.num_nodes,
-        )
-        key = {
-            "model": {k: v for k, v in model.config.items() if k != "coords"},
-            "coords": [
-                hashlib.blake2b(space.coords.tobytes(), digest_size=8).hexdigest()
-                for space in data.spaces
-            ],
-        }
-        if readout is not None:  # (unfrozen fits keep the run folders they had)
-            key["frozen_readout"] = readout.digest
-        if self.head_solver != "sgd":
-            key["head_solver"] = self.head_solver
-        result = fit_model(
-            model,
-            subjects,
-            config,
-            engine,
-            checkpoint_dir=self.checkpoint_dir,
-            run_key=json.dumps(key, sort_keys=True),
-            random_state=seeds.fit,
-            verbose=self.verbose,
-            callbacks=callbacks,
-        )
-        model = model.cpu().eval()
-        # the fitted model_ is an ordinary TopyNet (as load() rebuilds it), frozen or not
-        model.requires_grad_(True)
-        return model, result
-
-    def _fit_sgd(self, data, subjects, standardizers, seeds, readout, callbacks):
-        """The paper's recipe: the whole network, heads included, trained by SGD."""
-        model = self._network(data, seeds.model)
-        if readout is not None:
-            _freeze_readout(model, readout)
-        model, result = self._train(model, data, subjects, seeds, readout, callbacks)
-        # the network learnt z-scored voxels: fold each voxel's scale and mean into its head
-        # (y = m.w / D + b is linear in w and b), so that it predicts in the units of y
-        with torch.no_grad():
-            for head, (mean, scale) in zip(model.heads, standardizers):
-                scale_t = torch.from_numpy(scale).to(head.weight.dtype)
-                head.weight.mul_(scale_t[:, None])
-                head.bias.mul_(scale_t).add_(torch.from_numpy(mean).to(head.bias.dtype))
-        return model, result.history, result.per_voxel_scores
-
-    def _fit_ridge(self, data, subjects, seeds, readout, callbacks):
-        """The ridge recipe (:mod:`afo_encoding.encoders.ridge_recipe`): SGD places the
-        readout, closed-form ridge heads read it and the global branch."""
-        from . import ridge_recipe as recipe
-
-        adapters = recipe.fit_linear_adapters(
-            data.stores, [d.train_index for d in subjects], self.readout_channels, seeds.model
-        )
-        channels = [a.out_channels for a in adapters]
-        placement = self._network(
-            data, seeds.model, adapter="identity", layer_mixing="concat", use_global=False,
-            local_channels=channels, global_dims=[0] * len(channels),
-        )
-        if readout is not None:
-            _freeze_readout(placement, readout)
-        history = _empty_history()
-        if readout is None and not self.freeze_retina:
-            # the adapters are fixed: apply them once, the SGD fit reads the maps many times
-            on_maps = [
-                replace(d, features=recipe.adapted_store(d.features, adapters)) for d in subjects
-            ]
-            placement, result = self._train(
-                placement, data, on_maps, seeds, readout, callbacks, top_k=1, soup=False
-            )
-            history = result.history
-        options = {"adapter": "linear", "adapter_channels": channels, "layer_mixing": "concat"}
-        probe, scores = None, [None] * len(data.stores)
-        if self.use_global:
-            probe, scores = recipe.fit_probe_branch(
-                data.stores,
-                [np.arange(len(st)) for st in data.stores],
-                _PROBE_COMPONENTS,
-                _PROBE_POOL,
-                seeds.model,
-                verbose=self.verbose,
-            )
-            options["probe"] = {
-                "n_features": probe.mean.shape[0],
-                "n_components": probe.n_components,
-                "pool_size": _PROBE_POOL,
-            }
-        final = self._network(data, seeds.model, **options)
-        recipe.copy_readout(placement, final)
-        for target, adapter in zip(final.adapters, adapters):
-            target.load_state_dict(adapter.state_dict())
-        if probe is not None:
-            final.probe.load_state_dict(probe.state_dict())
-        device = torch_device(self.device)
-        heads = []
-        for s, (store, Y, kept) in enumerate(zip(data.stores, data.Ys, data.kept)):
-            targets = recipe.blended_targets(
-                Y, kept["loss_weight"], kept["soft_targets"], kept["soft_weight"]
-            )
-            folds = recipe.image_folds(data.ids[s], self.cv)
-            heads.append(
-                recipe.solve_heads(
-                    final, store, s, Y, targets, scores[s], folds,
-                    alphas=self.alphas, device=device, batch_size=self.batch_size,
-                )
-            )
-        recipe.set_heads(final, heads)
-        history.update(recipe.summary(heads))
-        validation = [h.cv_r[d.monitor_index] for h, d in zip(heads, subjects)]
-        return final.eval(), history, validation, [h.layer_share for h in heads]
+    def _set_fitted(self, data: FitData, model, history: dict, scores: list, shares) -> None:
+        """The fitted attributes of a trained ``model`` and its ``history``."""
+        self.model_ = model
+        self.n_subjects_ = len(data.stores)
+        self._listed = data.multi
+        self._one_d = data.one_d
+        self.history_ = history
+        self.n_iter_ = len(history["epoch"])
+        self._set_fitted_arrays(data.spaces, scores, shares)
 
     def _set_fitted_arrays(self, spaces, validation_scores, layer_shares=None) -> None:
         """Fitted attributes read from ``model_`` (per subject); ``layer_shares`` replace
@@ -1012,19 +610,6 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
             setattr(self, name, values if self._listed else values[0])
 
     # ------------------------------------------------------------------------ predict
-
-    def _subject(self, subject: int) -> int:
-        if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)):
-            raise TypeError(f"subject must be an int, got {type(subject).__name__}.")
-        if not 0 <= subject < self.n_subjects_:
-            raise ValueError(
-                f"subject must be in [0, {self.n_subjects_}): this encoder was fitted on "
-                f"{self.n_subjects_} subject(s), got subject={subject}."
-            )
-        return int(subject)
-
-    def _space(self, subject: int):
-        return self.space_[subject] if self._listed else self.space_
 
     def predict(self, X: Any, subject: int = 0) -> np.ndarray:
         """Predict the responses to images ``X``.
@@ -1052,7 +637,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         fabric = EngineConfig(
             accelerator=accelerator, devices=devices or 1, precision=self.precision
         ).fabric()
-        dtype = _HALF.get(self.precision, torch.float32)
+        dtype = parameter_dtype(self.precision)
         model = self.model_
         if fabric.device.type != "cpu" or dtype != torch.float32:
             model = copy.deepcopy(model).to(device=fabric.device, dtype=dtype)
@@ -1069,69 +654,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
         )
         return Y[:, 0] if self._one_d[s] else Y
 
-    def score(self, X: Any, y: Any, subject: int = 0) -> float:
-        """Mean voxel Pearson r between ``predict(X, subject)`` and ``y``.
-
-        Parameters
-        ----------
-        X : images, 2D features or FeatureStore
-            Test inputs.
-        y : array-like or the container ``y`` came in at fit time
-            Measured responses; containers are read with ``space_.transform``.
-        subject : int, default=0
-            Which subject.
-
-        Returns
-        -------
-        score : float
-            Mean over voxels of :func:`afo_encoding.metrics.pearson_r` (the field's metric;
-            not scikit-learn's R^2).
-        """
-        from ..metrics import pearson_r
-
-        pred = self.predict(X, subject=subject)
-        space = self._space(subject)
-        if isinstance(y, (list, tuple)) and y and isinstance(y[0], (numbers.Number, list)):
-            y = np.asarray(y)
-        if isinstance(y, np.ndarray) and y.shape[1:] == pred.shape[1:]:
-            Y = y  # already the kept voxels
-        else:
-            Y = space.transform(y)
-            pred = pred.reshape(len(pred), -1)
-        return float(np.mean(pearson_r(Y, pred)))
-
-    def inverse_transform(self, Y: Any, subject: int = 0, **kwargs: Any) -> Any:
-        """Give predictions (or any per-voxel values) back in the container ``y`` came in.
-
-        Parameters
-        ----------
-        Y : array-like of shape (n_samples, n_voxels) or (n_voxels,)
-            E.g. ``predict(X)``, or ``validation_scores_`` to map scores on the brain.
-        subject : int, default=0
-            Which subject's space.
-        **kwargs
-            Passed to the space's ``inverse_transform``; for Epochs, ``like=`` the
-            measured epochs whose images were predicted keeps their events, event_id and
-            metadata (see :meth:`~afo_encoding.responses.EpochsSpace.inverse_transform`).
-
-        Returns
-        -------
-        container
-            Array, Niimg, SurfaceImage or EpochsArray; dropped voxels are NaN.
-        """
-        check_is_fitted(self, "model_")
-        return self._space(self._subject(subject)).inverse_transform(Y, **kwargs)
-
     # ------------------------------------------------------------------ persistence
-
-    def save(self, path: str | Path) -> Path:
-        """Save the fitted encoder to one safetensors file (weights + JSON metadata).
-
-        See :func:`afo_encoding.io.save`.
-        """
-        from ..io import save
-
-        return save(self, path)
 
     def _save_state(self) -> tuple[dict, dict]:
         """Tensors and JSON metadata for :func:`afo_encoding.io.save`."""
@@ -1205,13 +728,7 @@ class TopyEncoder(RegressorMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
         # the estimator checks' data sets are tiny and their fits a few epochs long
         tags.regressor_tags.poor_score = True
         return tags
 
-    def generate_report(self, X_test: Any = None, y_test: Any = None, **kwargs: Any) -> Any:
-        """An HTML report of the fitted encoder (:func:`afo_encoding.report.generate_report`)."""
-        from ..report import generate_report
-
-        return generate_report(self, X_test, y_test, **kwargs)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._subjects import check_subject
 from .adapters import ConvAdapter, LinearAdapter
 from .heads import VoxelHead
 from .probe import ProbeBranch
@@ -145,21 +146,7 @@ class TopyNet(nn.Module):
             )
         local_channels = [int(c) for c in local_channels]
         global_dims = [int(g) for g in global_dims]
-        if not local_channels:
-            raise ValueError("local_channels is empty: the backbone must give at least one layer.")
-        if len(global_dims) != len(local_channels):
-            raise ValueError(
-                f"global_dims has {len(global_dims)} entries but local_channels has "
-                f"{len(local_channels)}: give one per backbone layer."
-            )
-        if isinstance(coords, np.ndarray) and coords.ndim == 2:
-            raise TypeError(
-                "coords must be a list with one (n_voxels, d) array per subject; for one "
-                "subject pass [coords]."
-            )
-        coords = [np.array(c, dtype=np.float64) for c in coords]
-        if not coords:
-            raise ValueError("coords is empty: give one coordinate array per subject.")
+        coords = _check_layers_and_coords(local_channels, global_dims, coords)
         self.config = {
             "local_channels": local_channels,
             "global_dims": global_dims,
@@ -184,25 +171,9 @@ class TopyNet(nn.Module):
         self.local_channels = local_channels
         self.global_dims = global_dims
         self.d_model = int(d_model)
-        if adapter == "linear":
-            channels = adapter_channels if adapter_channels is not None else local_channels
-            if len(channels) != len(local_channels):
-                raise ValueError(
-                    f"adapter_channels has {len(channels)} entries for {len(local_channels)} "
-                    "layers: give one per layer."
-                )
-            self.adapters = nn.ModuleList(
-                LinearAdapter(c, k) for c, k in zip(local_channels, channels)
-            )
-            out_channels = [int(k) for k in channels]
-        elif adapter == "identity":
-            self.adapters = nn.ModuleList(nn.Identity() for _ in local_channels)
-            out_channels = list(local_channels)
-        else:
-            self.adapters = nn.ModuleList(
-                ConvAdapter(c, d_model, width=adapter_width) for c in local_channels
-            )
-            out_channels = [int(d_model)] * len(local_channels)
+        self.adapters, out_channels = _adapters(
+            adapter, local_channels, adapter_channels, d_model, adapter_width
+        )
         concat = layer_mixing == "concat"
         self.global_branch = (
             GlobalBranch(local_channels, global_dims, d_model)
@@ -250,13 +221,7 @@ class TopyNet(nn.Module):
         return [s.head for s in self.subjects]
 
     def _subject(self, subject: int) -> SubjectReadout:
-        if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)):
-            raise TypeError(f"subject must be an int, got {type(subject).__name__}.")
-        if not 0 <= subject < self.n_subjects:
-            raise IndexError(
-                f"subject {subject} out of range: the model has {self.n_subjects} subject(s)."
-            )
-        return self.subjects[int(subject)]
+        return self.subjects[check_subject(subject, self.n_subjects, "the model")]
 
     def _check_features(self, features: Features) -> None:
         try:
@@ -370,3 +335,48 @@ class TopyNet(nn.Module):
     def layer_weights(self, subject: int) -> torch.Tensor:
         """LayerSelector weights of every voxel of a subject: Tensor (n_voxels, L), detached."""
         return self._subject(subject).layer_weights()
+
+
+def _check_layers_and_coords(local_channels, global_dims, coords) -> list[np.ndarray]:
+    """Check one global size per layer and one coordinate array per subject; returns
+    the coordinates as float64 arrays."""
+    if not local_channels:
+        raise ValueError("local_channels is empty: the backbone must give at least one layer.")
+    if len(global_dims) != len(local_channels):
+        raise ValueError(
+            f"global_dims has {len(global_dims)} entries but local_channels has "
+            f"{len(local_channels)}: give one per backbone layer."
+        )
+    if isinstance(coords, np.ndarray) and coords.ndim == 2:
+        raise TypeError(
+            "coords must be a list with one (n_voxels, d) array per subject; for one "
+            "subject pass [coords]."
+        )
+    coords = [np.array(c, dtype=np.float64) for c in coords]
+    if not coords:
+        raise ValueError("coords is empty: give one coordinate array per subject.")
+    return coords
+
+
+def _adapters(adapter, local_channels, adapter_channels, d_model, adapter_width) -> tuple:
+    """The adapter of every layer and the channels each gives the readout."""
+    if adapter == "linear":
+        channels = adapter_channels if adapter_channels is not None else local_channels
+        if len(channels) != len(local_channels):
+            raise ValueError(
+                f"adapter_channels has {len(channels)} entries for {len(local_channels)} "
+                "layers: give one per layer."
+            )
+        adapters = nn.ModuleList(
+            LinearAdapter(c, k) for c, k in zip(local_channels, channels)
+        )
+        out_channels = [int(k) for k in channels]
+    elif adapter == "identity":
+        adapters = nn.ModuleList(nn.Identity() for _ in local_channels)
+        out_channels = list(local_channels)
+    else:
+        adapters = nn.ModuleList(
+            ConvAdapter(c, d_model, width=adapter_width) for c in local_channels
+        )
+        out_channels = [int(d_model)] * len(local_channels)
+    return adapters, out_channels

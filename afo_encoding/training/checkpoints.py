@@ -8,7 +8,7 @@ folds of a cross-validation or the points of a grid search never mix their files
 - ``last.pt``: the whole training state after the last finished epoch (model, optimizer,
   sampler and torch random states, history, early-stopping counters, top-k list);
 - ``top-epochNNNN.pt``: the weights of each of the best ``k`` epochs;
-- ``run.json``: what the run is, for people.
+- ``run.json``: what the run is, for people, and its seed (:func:`run_folder`).
 
 Files are written to a temporary name and renamed, so an interruption never leaves a
 half-written checkpoint.
@@ -48,6 +48,24 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def run_folder(root: str | Path, name: str, seed: Any, **record: Any) -> tuple[Path, Any]:
+    """The run folder ``root/name`` (created) and the seed of its run.
+
+    A new folder gets a ``run.json`` with ``seed`` and ``record`` (what the run is, for
+    people); a folder that has one is a run resumed after an interruption, which goes on
+    with the seed it started with (so an unseeded run finds its random draws again).
+
+    Used by the training engine (one folder per fit) and by All-for-One (one per recipe).
+    """
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "run.json"
+    if manifest.exists():
+        return folder, json.loads(manifest.read_text())["seed"]
+    atomic_write_text(manifest, json.dumps({**record, "seed": seed}, indent=1, default=str))
+    return folder, seed
 
 
 def _update(h, value) -> None:

@@ -11,7 +11,6 @@ greedy model soup chosen on the same validation data.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,9 +25,9 @@ from .._logging import logger, progress, use_log_level
 from .checkpoints import (
     TopKCheckpoints,
     atomic_save,
-    atomic_write_text,
     cpu_state_dict,
     run_fingerprint,
+    run_folder,
 )
 from .data import MixedSubjectSampler, SubjectData, check_monitors
 from .evaluation import VOXEL_CHUNK, validation_scores
@@ -292,192 +291,247 @@ def _train_step(fabric, wrapped, optimizer, subjects, sampler, config, dtype) ->
     return float(loss.detach())
 
 
-def _train(fabric, job: _Job) -> FitResult:
-    config = job.config
-    rank, world = fabric.global_rank, fabric.world_size
-    run_dir = None if job.run_dir is None else Path(job.run_dir)
-    last_path = None if run_dir is None else run_dir / "last.pt"
+def _train(fabric, job: _Job) -> FitResult | str:
+    """The loop of one fit on one process (see :func:`fit_model`): set up, resume, train
+    epoch by epoch until early stopping, then the soup; rank 0 of several processes hands
+    its result back as a file."""
     cuda = fabric.device.type == "cuda"
-    acc_device = fabric.device if cuda else torch.device("cpu")
     devices = [fabric.device.index or 0] if cuda else []
     with torch.random.fork_rng(devices=devices), use_log_level(job.verbose):
         torch.manual_seed(job.seed)
+        loop = _Loop(fabric, job)
+        loop.resume()
+        loop.run()
+        result = loop.finish()
+        return _hand_back(fabric, job, result)
+
+
+class _Loop:
+    """The state of a fit on one process and its steps."""
+
+    def __init__(self, fabric, job: _Job):
         from pytorch_optimizer import AdaBelief
 
-        net = job.model
+        config = job.config
+        self.fabric, self.job, self.config = fabric, job, config
+        self.rank, self.world = fabric.global_rank, fabric.world_size
+        self.cuda = fabric.device.type == "cuda"
+        self.acc_device = fabric.device if self.cuda else torch.device("cpu")
+        run_dir = None if job.run_dir is None else Path(job.run_dir)
+        self.run_dir = run_dir
+        self.last_path = None if run_dir is None else run_dir / "last.pt"
+        self.net = job.model
         # frozen parameters (a pre-fitted readout) neither train nor decay
         optimizer = AdaBelief(
-            _parameter_groups(net, config),
+            _parameter_groups(self.net, config),
             lr=config.learning_rate,
             betas=config.betas,
             weight_decay=config.weight_decay,
         )
-        wrapped, optimizer = fabric.setup(_AllSubjects(net), optimizer)
-        dtype = _feature_dtype(net)
-        sampler = MixedSubjectSampler(
+        self.wrapped, self.optimizer = fabric.setup(_AllSubjects(self.net), optimizer)
+        self.dtype = _feature_dtype(self.net)
+        self.sampler = MixedSubjectSampler(
             [len(d.train_index) for d in job.subjects],
             [d.n_voxels for d in job.subjects],
             config.batch_size,
             config.n_voxels_per_step,
             job.seed,
-            world_size=world,
-            rank=rank,
+            world_size=self.world,
+            rank=self.rank,
         )
-        steps = sampler.steps_per_epoch(config.epoch_fraction, config.min_steps_per_epoch)
-        topk = TopKCheckpoints(config.top_k, run_dir, writer=fabric.is_global_zero)
-        history = _new_history()
-        state = {"epoch": 0, "best": -np.inf, "wait": 0, "finished": False}
+        self.steps = self.sampler.steps_per_epoch(
+            config.epoch_fraction, config.min_steps_per_epoch
+        )
+        self.topk = TopKCheckpoints(config.top_k, run_dir, writer=fabric.is_global_zero)
+        self.history = _new_history()
+        self.state = {"epoch": 0, "best": -np.inf, "wait": 0, "finished": False}
 
-        if last_path is not None and last_path.exists():
-            ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            sampler.load_state_dict(ckpt["sampler"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            if cuda and ckpt.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(ckpt["cuda_rng"], fabric.device)
-            topk.load_state_dict(ckpt["topk"])
-            history = ckpt["history"]
-            state = ckpt["state"]
-            logger.info(
-                "Resuming the fit from %s after epoch %d (best validation r %.4f).",
-                run_dir,
-                state["epoch"],
-                state["best"],
-            )
+    def resume(self) -> None:
+        """Load the state after the last finished epoch, when the run folder has one."""
+        if self.last_path is None or not self.last_path.exists():
+            return
+        ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if self.cuda and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.fabric.device)
+        self.topk.load_state_dict(ckpt["topk"])
+        self.history = ckpt["history"]
+        self.state = ckpt["state"]
+        logger.info(
+            "Resuming the fit from %s after epoch %d (best validation r %.4f).",
+            self.run_dir,
+            self.state["epoch"],
+            self.state["best"],
+        )
 
-        def validate():
-            return validation_scores(
-                net,
-                job.subjects,
-                device=fabric.device,
-                autocast=fabric.autocast,
-                dtype=dtype,
-                batch_size=config.eval_batch_size,
-                voxel_chunk=config.voxel_chunk,
-                shard=(rank, world),
-                all_reduce=None
-                if world == 1
-                else (lambda t: fabric.all_reduce(t.to(acc_device), reduce_op="sum")),
-            )
+    def validate(self):
+        """Mean validation r over the monitored voxels, and every voxel's r per subject."""
+        fabric, world = self.fabric, self.world
+        return validation_scores(
+            self.net,
+            self.job.subjects,
+            device=fabric.device,
+            autocast=fabric.autocast,
+            dtype=self.dtype,
+            batch_size=self.config.eval_batch_size,
+            voxel_chunk=self.config.voxel_chunk,
+            shard=(self.rank, world),
+            all_reduce=None
+            if world == 1
+            else (lambda t: fabric.all_reduce(t.to(self.acc_device), reduce_op="sum")),
+        )
 
+    def run(self) -> None:
+        """Epochs until early stopping or ``max_epochs`` (none when already finished)."""
+        state, config = self.state, self.config
         epochs = range(state["epoch"], 0 if state["finished"] else config.max_epochs)
         bar = progress(
             epochs,
-            job.verbose if fabric.is_global_zero else False,
+            self.job.verbose if self.fabric.is_global_zero else False,
             desc="fit",
             unit="epoch",
             total=config.max_epochs,
             initial=state["epoch"],
         )
         for epoch in bar:
-            start = time.perf_counter()
-            wrapped.train()
-            losses = [
-                _train_step(fabric, wrapped, optimizer, job.subjects, sampler, config, dtype)
-                for _ in range(steps)
-            ]
-            train_loss = float(np.mean(losses))
-            if world > 1:
-                train_loss = float(fabric.all_reduce(torch.tensor(train_loss), reduce_op="mean"))
-            score, per_voxel = validate()
-            epoch_number = epoch + 1
-            history["epoch"].append(epoch_number)
-            history["train_loss"].append(train_loss)
-            history["val_score"].append(score)
-            history["val_score_subjects"].append(
-                [float(np.mean(r)) if len(r) else float("nan") for r in per_voxel]
-            )
-            history["seconds"].append(time.perf_counter() - start)
-            topk.offer(score, epoch_number, net)
-            if score > state["best"]:
-                state["best"], state["wait"] = score, 0
-            else:
-                state["wait"] += 1
-            state["epoch"] = epoch_number
-            stop = state["wait"] >= config.n_iter_no_change
-            state["finished"] = stop or epoch_number == config.max_epochs
-            if last_path is not None:
-                if fabric.is_global_zero:
-                    atomic_save(
-                        {
-                            "model": cpu_state_dict(net),
-                            "optimizer": optimizer.state_dict(),
-                            "sampler": sampler.state_dict(),
-                            "torch_rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state(fabric.device) if cuda else None,
-                            "topk": topk.state_dict(),
-                            "history": history,
-                            "state": state,
-                        },
-                        last_path,
-                    )
-                fabric.barrier()
-            logger.debug(
-                "epoch %d: train loss %.5f, validation r %.4f", epoch_number, train_loss, score
-            )
+            train_loss, score, stop = self.epoch(epoch + 1)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{train_loss:.4f}", val_r=f"{score:.4f}")
             info = {
-                "epoch": epoch_number,
+                "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "val_score": score,
-                "model": net,
-                "rank": rank,
+                "model": self.net,
+                "rank": self.rank,
             }
-            for callback in job.callbacks:
+            for callback in self.job.callbacks:
                 callback(info)
             if stop:
                 logger.info(
                     "Early stopping after epoch %d: no better validation r for %d epochs.",
-                    epoch_number,
+                    epoch + 1,
                     config.n_iter_no_change,
                 )
                 break
         if hasattr(bar, "close"):
             bar.close()
 
+    def epoch(self, number: int) -> tuple[float, float, bool]:
+        """Train one epoch, validate, offer the checkpoint, save the resume state; returns
+        the training loss, the validation score and whether to stop."""
+        start = time.perf_counter()
+        self.wrapped.train()
+        losses = [
+            _train_step(
+                self.fabric,
+                self.wrapped,
+                self.optimizer,
+                self.job.subjects,
+                self.sampler,
+                self.config,
+                self.dtype,
+            )  # fmt: skip
+            for _ in range(self.steps)
+        ]
+        train_loss = float(np.mean(losses))
+        if self.world > 1:
+            train_loss = float(self.fabric.all_reduce(torch.tensor(train_loss), reduce_op="mean"))
+        score, per_voxel = self.validate()
+        history, state = self.history, self.state
+        history["epoch"].append(number)
+        history["train_loss"].append(train_loss)
+        history["val_score"].append(score)
+        history["val_score_subjects"].append(
+            [float(np.mean(r)) if len(r) else float("nan") for r in per_voxel]
+        )
+        history["seconds"].append(time.perf_counter() - start)
+        self.topk.offer(score, number, self.net)
+        if score > state["best"]:
+            state["best"], state["wait"] = score, 0
+        else:
+            state["wait"] += 1
+        state["epoch"] = number
+        stop = state["wait"] >= self.config.n_iter_no_change
+        state["finished"] = stop or number == self.config.max_epochs
+        self.save_last()
+        logger.debug("epoch %d: train loss %.5f, validation r %.4f", number, train_loss, score)
+        return train_loss, score, stop
+
+    def save_last(self) -> None:
+        """The whole training state after this epoch (``last.pt``), when checkpointing."""
+        if self.last_path is None:
+            return
+        fabric = self.fabric
+        if fabric.is_global_zero:
+            atomic_save(
+                {
+                    "model": cpu_state_dict(self.net),
+                    "optimizer": self.optimizer.state_dict(),
+                    "sampler": self.sampler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(fabric.device) if self.cuda else None,
+                    "topk": self.topk.state_dict(),
+                    "history": self.history,
+                    "state": self.state,
+                },
+                self.last_path,
+            )
+        fabric.barrier()
+
+    def finish(self) -> FitResult:
+        """The final weights (greedy soup of the top checkpoints, or the best one) loaded
+        into the model, the history completed and every voxel's validation r."""
+        net, topk = self.net, self.topk
+
         def evaluate(weights):
             net.load_state_dict(weights)
-            return validate()[0]
+            return self.validate()[0]
 
-        if config.soup and len(topk.entries) > 1:
+        if self.config.soup and len(topk.entries) > 1:
             final, final_score, used = greedy_soup(topk.candidates(), evaluate)
             soup_epochs = [topk.entries[i]["epoch"] for i in used]
         else:
             final, final_score = topk.load(topk.entries[0]["epoch"]), topk.entries[0]["score"]
             soup_epochs = [topk.entries[0]["epoch"]]
         net.load_state_dict(final)
-        history.update(
+        self.history.update(
             best_epoch=topk.entries[0]["epoch"],
             best_score=topk.entries[0]["score"],
             soup_epochs=soup_epochs,
             final_score=final_score,
-            stopped_early=state["wait"] >= config.n_iter_no_change,
+            stopped_early=self.state["wait"] >= self.config.n_iter_no_change,
         )
-        per_voxel = validate()[1]
-        result = FitResult(cpu_state_dict(net), history, job.run_dir, per_voxel)
-        if world > 1:
-            # tear the process group down on every rank together: a gloo thread still
-            # alive when a spawned worker exits aborts it ("terminate called without an
-            # active exception"), which failed the 2-process test now and then
-            fabric.barrier()
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-        if world > 1 and fabric.is_global_zero:
-            # spawned workers hand their result to the parent through a pipe that is read
-            # only once they have exited: anything larger than the pipe's buffer would
-            # block, so rank 0 writes a file and returns its name
-            torch.save(
-                {
-                    "state_dict": result.state_dict,
-                    "history": history,
-                    "per_voxel_scores": [torch.from_numpy(r) for r in per_voxel],
-                },
-                job.result_path,
-            )
-            return job.result_path
-        return result
+        per_voxel = self.validate()[1]
+        return FitResult(cpu_state_dict(net), self.history, self.job.run_dir, per_voxel)
+
+
+def _hand_back(fabric, job: _Job, result: FitResult) -> FitResult | str:
+    """``result``, or with several processes the file rank 0 wrote it to."""
+    world = fabric.world_size
+    if world > 1:
+        # tear the process group down on every rank together: a gloo thread still
+        # alive when a spawned worker exits aborts it ("terminate called without an
+        # active exception"), which failed the 2-process test now and then
+        fabric.barrier()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if world > 1 and fabric.is_global_zero:
+        # spawned workers hand their result to the parent through a pipe that is read
+        # only once they have exited: anything larger than the pipe's buffer would
+        # block, so rank 0 writes a file and returns its name
+        torch.save(
+            {
+                "state_dict": result.state_dict,
+                "history": result.history,
+                "per_voxel_scores": [torch.from_numpy(r) for r in result.per_voxel_scores],
+            },
+            job.result_path,
+        )
+        return job.result_path
+    return result
 
 
 def fit_model(
@@ -545,25 +599,14 @@ def fit_model(
         key = run_fingerprint(
             model, subjects, asdict(config), f"{run_key}|seed={seed if seeded else None}"
         )
-        run_dir = Path(checkpoint_dir) / f"run-{key}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        meta = run_dir / "run.json"
-        if meta.exists():
-            seed = json.loads(meta.read_text())["seed"]
-        else:
-            atomic_write_text(
-                meta,
-                json.dumps(
-                    {
-                        "config": asdict(config),
-                        "run_key": run_key,
-                        "seed": seed,
-                        "model": type(model).__qualname__,
-                    },
-                    indent=1,
-                    default=str,
-                ),
-            )
+        run_dir, seed = run_folder(
+            checkpoint_dir,
+            f"run-{key}",
+            seed,
+            config=asdict(config),
+            run_key=run_key,
+            model=type(model).__qualname__,
+        )
     fabric = engine.fabric()
     job = _Job(
         model,
