@@ -157,11 +157,10 @@ class AllForOneEncoder(BaseEncoder):
         Folds of the out-of-fold teachers (at least 2).
     soft_weight : float, default=0.25
         Weight of the dark-knowledge loss relative to the ground-truth loss (stage 2 helpers
-        and stage 3). The paper does not give one. With the smooth-L1 loss (nearly L1) a
-        noiseless teacher pulls on a voxel as hard as its noisy ground truth, so an equal
-        weight lets the helpers dominate the shared layers and pins stage 3 to its teacher:
-        on the simulator (``benchmarks/bench_afo.py``) a weight of 1 gave a stage 2 below
-        stage 1 and a final model below NaiveMix, 0.25 a final model above NaiveMix.
+        and stage 3); the paper does not give one. With the smooth-L1 loss (nearly L1) a
+        noiseless teacher pulls on a voxel as hard as its noisy ground truth: lower it when
+        the teachers are much better than the data's noise lets the ground truth be, so the
+        helpers do not dominate the shared layers (the user guide has the measurements).
     n_stage2_rounds : int, default=1
         Rounds of stage 2; 2 is the S2+1 ablation (a second round distilled from the first).
     freeze_readout : bool, default=False
@@ -233,15 +232,9 @@ class AllForOneEncoder(BaseEncoder):
     --freeze-readout`` measures what it saves in the stage fits.
 
     Stage 2 can only pass on to an ROI what a model trained on every voxel learns better
-    for that ROI's voxels than the ROI's own model does. ``benchmarks/bench_afo.py
-    --transfer`` measures that gap per ROI, for the planted ROIs and random ones, with
-    ground-truth helpers and with a perfect teacher (helpers that learn the noiseless
-    planted responses, the most dark knowledge can give). On the simulated brains at CPU
-    sizes both gaps stay within a few hundredths of r, for planted and random ROIs alike:
-    the Gabor pyramid already gives the adapters the features the simulated voxels read, so
-    the shared layers that helpers train are not what limits an ROI model. The paper's
-    clear stage-2 gain (larger for planted ROIs) is therefore not seen there; the final
-    model still matches or beats one naive all-ROI model.
+    for that ROI's voxels than the ROI's own model does; ``benchmarks/bench_afo.py
+    --transfer`` measures that gap per ROI. The user guide says what reproduces of the
+    paper's stage-2 gain, and where.
 
     Examples
     --------
