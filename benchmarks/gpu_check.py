@@ -29,7 +29,10 @@ sizes, under 2 minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
+import tempfile
 import time
 import traceback
 import warnings
@@ -292,8 +295,11 @@ def check_nsd_sized(device: str, sizes: dict) -> list:
     coords = rng.standard_normal((n_voxels, 3))
     backbone = get_backbone("pyramid", image_size=64)
     clear_feature_cache()
+    # on disk, memory-mapped, as a real run's memory= folder holds them (about 5 GB full size)
+    folder = tempfile.mkdtemp(prefix="gpu_check_features_")
+    atexit.register(shutil.rmtree, folder, True)
     extraction, store = _timed(
-        lambda: extract_features(backbone, images, batch_size=256, device=device), device
+        lambda: extract_features(backbone, images, folder, batch_size=256, device=device), device
     )
     torch.manual_seed(0)
     model = TopyNet(
