@@ -3,6 +3,7 @@
 - :func:`resolve_device`: ``"auto"`` (a GPU when torch sees one, else the CPU) and the
   other device names the encoders, the backbones and decoding accept, as a torch device;
 - :func:`engine_placement`: an encoder's ``device`` as Fabric's ``(accelerator, devices)``;
+- :func:`assign_devices`: one GPU for each of several fits run in parallel, round robin;
 - :func:`backbone_autocast` and :func:`autocast_dtype`: Fabric precisions (``"bf16-mixed"``)
   and the backbones' autocast names (``"bf16"``) as torch dtypes; :func:`parameter_dtype`
   for the ``"*-true"`` precisions;
@@ -61,6 +62,59 @@ def engine_placement(device: str) -> tuple[str, Any]:
             f"device must be one of {ACCELERATORS} or 'cuda:<index>', got {device!r}."
         )
     return device, None
+
+
+def assign_devices(n_fits: int, device: Any, devices: Any, n_gpus: int) -> list:
+    """The ``device`` of each of ``n_fits`` fits run side by side: one GPU each, round robin.
+
+    When ``device`` asks for GPUs without naming one (``"auto"``, ``"cuda"``, ``"gpu"``) and
+    ``n_gpus`` GPUs are there to share, fit ``i`` runs on ``"cuda:<ids[i % len(ids)]>"``;
+    ``ids`` are the GPU indices that ``devices`` lists (``[0, 2]``, ``"0,2"``), the first
+    ``devices`` ones for a count above 1, and all ``n_gpus`` otherwise (``1``, ``-1``,
+    ``"auto"``). Without a GPU (``n_gpus=0``), on the CPU or ``"mps"``, or with one named GPU
+    (``"cuda:1"``), every fit gets ``device`` as it is.
+
+    Parameters
+    ----------
+    n_fits : int
+        Fits to place.
+    device, devices
+        The estimator's ``device`` and ``devices`` parameters.
+    n_gpus : int
+        GPUs the fits may use (``torch.cuda.device_count()``; 0 to leave the placement to
+        a cluster that gives each worker its own GPU).
+
+    Returns
+    -------
+    list of str
+        The ``device`` of every fit.
+
+    Examples
+    --------
+    >>> assign_devices(3, "auto", 1, n_gpus=2)
+    ['cuda:0', 'cuda:1', 'cuda:0']
+    >>> assign_devices(2, "auto", 1, n_gpus=0)
+    ['auto', 'auto']
+    """
+    if n_gpus < 1 or not (isinstance(device, str) and device in ("auto", "cuda", "gpu")):
+        return [device] * n_fits
+    if isinstance(devices, str) and "," in devices:
+        devices = [int(part) for part in devices.split(",") if part.strip()]
+    elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        ids = [int(index) for index in devices]
+    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool) and devices > 1:
+        ids = list(range(int(devices)))
+    else:
+        ids = list(range(n_gpus))
+    missing = [index for index in ids if not 0 <= index < n_gpus]
+    if not ids or missing:
+        raise ValueError(
+            f"devices={devices!r} names GPUs {missing or ids} that are not there: torch sees "
+            f"{n_gpus} GPU(s), indices 0 to {n_gpus - 1}; list those the fits may use."
+        )
+    return [f"cuda:{ids[i % len(ids)]}" for i in range(n_fits)]
 
 
 def backbone_autocast(precision: str) -> str | None:

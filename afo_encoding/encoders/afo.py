@@ -175,7 +175,9 @@ class AllForOneEncoder(BaseEncoder):
         Stage fits run in parallel through :class:`joblib.Parallel` (``None``: joblib's
         default, so ``joblib.parallel_config`` chooses, e.g. a dask or ray backend). The
         backbone runs once, here; workers read the features from the disk cache
-        (``memory``, or a temporary folder when none is given).
+        (``memory``, or a temporary folder when none is given). With several GPUs,
+        fits run side by side take one each, round robin over the stage estimator's
+        ``devices`` (all GPUs by default); a Dask or Ray cluster places its workers itself.
     %(memory)s
     checkpoint_dir : str, Path or None, default=None
         Every finished stage fit is saved there (``afo_encoding.save`` + its teacher

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._devices import assign_devices
 from .._logging import logger, progress
 from ..training.checkpoints import run_folder
 from .topy import TopyEncoder
@@ -80,12 +81,16 @@ def run_fit(
     seed: int | None,
     out_dir: str | None,
     frozen_readout: Any = None,
+    device: Any = None,
 ) -> FitOutput:
     """Fit one stage model (in a joblib worker or in the parent) and predict its teacher rows.
 
     With ``out_dir``, a finished fit is saved there (``<name>.safetensors`` and
     ``<name>.npz``) and found again instead of refitted (with this run's ``memory``).
-    ``frozen_readout`` goes to ``TopyEncoder.fit``.
+    ``frozen_readout`` goes to ``TopyEncoder.fit``. ``device`` (a GPU of its own among
+    parallel fits, see :func:`~afo_encoding._devices.assign_devices`) replaces the
+    ``device`` of ``params`` for the fit and its teacher predictions; the model keeps the
+    one of ``params``.
     """
     import torch
 
@@ -107,7 +112,8 @@ def run_fit(
 
     start = time.perf_counter()
     fit_dir = None if out_dir is None else str(Path(out_dir) / "fits")
-    encoder = TopyEncoder(**params, random_state=seed, checkpoint_dir=fit_dir)
+    placed = params if device is None else {**params, "device": device}
+    encoder = TopyEncoder(**placed, random_state=seed, checkpoint_dir=fit_dir)
     n = len(Xs)
     X_fit = [subset(Xs[s], spec.train_index[s]) for s in range(n)]
     y_fit = [Ys[s][spec.train_index[s]] for s in range(n)]
@@ -136,6 +142,7 @@ def run_fit(
     for s in range(n):
         rows = spec.predict_index[s]
         teacher.append(None if rows is None else encoder.predict(subset(Xs[s], rows), subject=s))
+    encoder.set_params(device=params["device"])
     scores = encoder.validation_scores_ if multi else [encoder.validation_scores_]
     seconds = time.perf_counter() - start
     if out_dir is not None:
@@ -253,6 +260,7 @@ class StageRunner:
         logger.info("All-for-One %s: %d fit(s).", stage, len(specs))
         start = time.perf_counter()
         out_dir = None if self.out_dir is None else str(self.out_dir)
+        placements = self.fit_devices(backend, len(specs))
         jobs = (
             delayed(run_fit)(
                 spec,
@@ -265,8 +273,9 @@ class StageRunner:
                 self.seed,
                 out_dir,
                 self.frozen_readout,
+                device,
             )  # fmt: skip
-            for spec in specs
+            for spec, device in zip(specs, placements)
         )
         results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
         outputs = list(progress(results, self.verbose, desc=stage, total=len(specs), unit="fit"))
@@ -279,6 +288,25 @@ class StageRunner:
             f" ({resumed} fit(s) loaded from the checkpoint folder)" if resumed else "",
         )
         return outputs, seconds
+
+    def fit_devices(self, backend: Any, n_fits: int) -> list:
+        """The device of each fit of a stage (``None``: the stage fits' own ``device``).
+
+        Fits that run side by side on this machine (loky, processes, threads) take one GPU
+        each, round robin over ``devices`` (:func:`~afo_encoding._devices.assign_devices`);
+        fits one after the other, on the CPU, or on a cluster (dask, ray: it gives its
+        workers their GPUs) keep the stage fits' ``device``.
+        """
+        import torch
+        from joblib import effective_n_jobs
+        from joblib.parallel import LokyBackend, MultiprocessingBackend, ThreadingBackend
+
+        local = isinstance(backend, (LokyBackend, MultiprocessingBackend, ThreadingBackend))
+        side_by_side = local and n_fits > 1 and effective_n_jobs(self.n_jobs) > 1
+        n_gpus = torch.cuda.device_count() if side_by_side else 0
+        device = self.params["device"]
+        assigned = assign_devices(n_fits, device, self.params.get("devices", 1), n_gpus)
+        return [None if placed == device else placed for placed in assigned]
 
 
 #: parameters that do not change what the recipe computes (left out of the run's key)

@@ -144,6 +144,10 @@ class EngineConfig:
         ``"ddp_spawn"`` (processes started from Python, e.g. in a notebook or a test) ...
     num_nodes : int
         Number of machines.
+    timeout : float or None
+        Seconds a DDP process waits for the others in one collective operation (a process
+        that died, or never joined) before it fails with an error instead of hanging;
+        ``None``: torch's default (30 minutes).
     """
 
     accelerator: str = "auto"
@@ -151,12 +155,24 @@ class EngineConfig:
     precision: str = "32-true"
     strategy: str = "auto"
     num_nodes: int = 1
+    timeout: float | None = 600.0
 
     def fabric(self, **overrides):
         """A :class:`~lightning.fabric.Fabric` with these settings (and ``overrides``)."""
         from lightning.fabric import Fabric
 
         kwargs = asdict(self) | overrides
+        timeout, strategy = kwargs.pop("timeout"), kwargs["strategy"]
+        # the DDP strategies Fabric knows by name, with the start method each stands for
+        start = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork"}
+        if timeout is not None and isinstance(strategy, str) and strategy in start:
+            from datetime import timedelta
+
+            from lightning.fabric.strategies import DDPStrategy
+
+            kwargs["strategy"] = DDPStrategy(
+                start_method=start[strategy], timeout=timedelta(seconds=timeout)
+            )
         return Fabric(**kwargs)
 
 
