@@ -100,6 +100,8 @@ class EncoderBackbone(Backbone):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The adapted maps (and responses) of a batch of normalised images; see
+        :meth:`Backbone.forward`."""
         locals_, globals_ = self.backbone(x)
         maps = [adapter(locals_[i]) for adapter, i in zip(self.adapters, self._maps)]
         vectors = [m.mean(dim=(2, 3)) for m in maps]
