@@ -13,7 +13,8 @@ Two studies, each against its named peer in the same run:
   images), a LinearProbeEncoder reads (a) the raw pretrained backbone, (b) the encoder as
   a backbone (``get_backbone(source)``: its adapted maps), (c) the same plus the source
   neurons' predicted responses (``responses=True``); then TopyEncoder from scratch
-  against ``transfer_from=source`` on the first 50, 100, 200, 400 training images.
+  against ``transfer_from=source`` and against a TopyEncoder whose backbone is (c), on
+  the first 50, 100, 200, 400 training images.
 
 Usage::
 
@@ -140,20 +141,24 @@ def v4(root, memory, seeds, sizes=SIZES):
         raw = scores["raw efficientnet-lite0"]
         print(f"v4 linear probe n={n:4d}: " + ", ".join(
             f"{k} r={v:.3f} ({v / raw:.2f}x raw)" for k, v in scores.items()), flush=True)
-    store_test = extract_features(backbone, images[test], memory=memory)
+    as_backbone = backbones["encoder as backbone + responses"]
+    arms = {  # name: (backbone, fit keywords)
+        "scratch": (backbone, {}),
+        "transfer": (backbone, {"transfer_from": source}),
+        "on encoder as backbone + responses": (as_backbone, {}),
+    }
     for n in (*sizes, len(train)):
-        store = extract_features(backbone, images[train[:n]], memory=memory)
         for seed in seeds:
             scores = {}
-            for how, extra in (("scratch", {}), ("transfer", {"transfer_from": source})):
-                enc = TopyEncoder(backbone="efficientnet-lite0",
-                                  backbone_params={"image_size": 112}, device="cpu",
-                                  random_state=seed)
-                enc.fit(store, Y[train[:n]], **extra)
+            for how, (bb, extra) in arms.items():
+                enc = TopyEncoder(backbone=bb, device="cpu", random_state=seed)
+                enc.fit(extract_features(bb, images[train[:n]], memory=memory),
+                        Y[train[:n]], **extra)
+                store_test = extract_features(bb, images[test], memory=memory)
                 scores[how] = float(np.mean(pearson_r(Y[test], enc.predict(store_test))))
-            print(f"v4 TopyEncoder n={n:4d} seed={seed}: scratch r={scores['scratch']:.3f} "
-                  f"transfer r={scores['transfer']:.3f} "
-                  f"ratio={scores['transfer'] / scores['scratch']:.2f}", flush=True)
+            print(f"v4 TopyEncoder n={n:4d} seed={seed}: " + ", ".join(
+                f"{k} r={v:.3f} ({v / scores['scratch']:.2f}x scratch)"
+                for k, v in scores.items()), flush=True)
 
 
 def main(argv=None):
