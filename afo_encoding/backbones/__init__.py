@@ -4,6 +4,7 @@
 >>> backbone = get_backbone("pyramid")               # Gabor pyramid, no download
 >>> backbone = get_backbone("dinov2-base")           # doctest: +SKIP
 >>> backbone = get_backbone(my_net, layers=["layer2", "layer4"])  # doctest: +SKIP
+>>> backbone = get_backbone(fitted_topy_encoder)     # doctest: +SKIP
 >>> store = extract_features(backbone, images, memory="cache")    # doctest: +SKIP
 
 Registered names: ``"pyramid"`` (:class:`PyramidBackbone`), ``"efficientnet-lite0"``
@@ -19,6 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from .base import Backbone
@@ -29,6 +31,7 @@ from .cache import (
     set_feature_cache_size,
 )
 from .efficientnet import EfficientNetLiteBackbone
+from .encoder import EncoderBackbone
 from .hooks import HookBackbone
 from .huggingface import DINOV2_MODELS, HuggingFaceBackbone
 from .pyramid import PyramidBackbone
@@ -36,6 +39,7 @@ from .pyramid import PyramidBackbone
 __all__ = [
     "Backbone",
     "EfficientNetLiteBackbone",
+    "EncoderBackbone",
     "FeatureStore",
     "HookBackbone",
     "HuggingFaceBackbone",
@@ -74,12 +78,14 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_backbone(name_or_module: str | os.PathLike | nn.Module, **kwargs: Any) -> Backbone:
+def get_backbone(
+    name_or_module: str | os.PathLike | nn.Module | BaseEstimator, **kwargs: Any
+) -> Backbone:
     """Get a frozen backbone by name, Hugging Face id or path, or from a torch module.
 
     Parameters
     ----------
-    name_or_module : str, path or torch.nn.Module
+    name_or_module : str, path, torch.nn.Module or fitted encoder
         - ``"pyramid"``: Gabor pyramid (:class:`PyramidBackbone`), offline, fast on a CPU;
         - ``"efficientnet-lite0"``: EfficientNet-Lite0 pretrained on ImageNet
           (:class:`EfficientNetLiteBackbone`), offline, with the ``[models]`` extra;
@@ -90,10 +96,13 @@ def get_backbone(name_or_module: str | os.PathLike | nn.Module, **kwargs: Any) -
         - a ``transformers`` model instance: read through its hidden states;
         - any other ``torch.nn.Module``: read through forward hooks on ``layers``
           (:class:`HookBackbone`);
+        - a fitted :class:`~afo_encoding.encoders.TopyEncoder` or
+          :class:`~afo_encoding.encoders.AllForOneEncoder`: its frozen backbone followed by
+          its adapters (:class:`EncoderBackbone`, options ``layers`` and ``responses``);
         - a :class:`Backbone`: returned as is.
     **kwargs
         Passed to the backbone class (``layers``, ``image_size``, ``pretrained``,
-        ``cache_dir``, ``local_files_only``...).
+        ``cache_dir``, ``local_files_only``, ``responses``...).
 
     Returns
     -------
@@ -110,6 +119,8 @@ def get_backbone(name_or_module: str | os.PathLike | nn.Module, **kwargs: Any) -
         if kwargs:
             raise TypeError(f"A Backbone takes no options here, got {sorted(kwargs)}.")
         return name_or_module
+    if isinstance(name_or_module, BaseEstimator):
+        return EncoderBackbone(name_or_module, **kwargs)
     if isinstance(name_or_module, nn.Module):
         layers = kwargs.get("layers")
         is_hf = type(name_or_module).__module__.startswith("transformers.")

@@ -56,6 +56,7 @@ from .topy_recipes import (
     resolved,
     warn_if_retina_saturated,
 )
+from .transfer import check_transfer, transfer_source
 
 __all__ = ["RECIPE_DEFAULTS", "TopyEncoder"]
 
@@ -442,6 +443,8 @@ class TopyEncoder(BaseEncoder):
         soft_weight: Any = None,
         monitor: Any = None,
         frozen_readout: Any = None,
+        transfer_from: Any = None,
+        freeze_adapters: bool = True,
         callbacks: Any = (),
     ) -> TopyEncoder:
         """Fit the model on images ``X`` and responses ``y``.
@@ -472,6 +475,21 @@ class TopyEncoder(BaseEncoder):
             branch and the heads train. All-for-One's ``freeze_readout`` passes its first
             all-ROI model to every stage fit this way (the paper reports twice faster
             convergence). ``d_model`` may differ: the readout does not depend on it.
+        transfer_from : TopyEncoder or AllForOneEncoder, optional
+            Warm start for a new subject: a model fitted (on other subjects, with the same
+            backbone, layers, ``head_solver``, ``d_model`` and ``adapter_width``) whose
+            shared trunk this fit starts from: its adapters and its global branch (for
+            ``"sgd"`` the trained conv adapters and global-pool MLP; for ``"ridge"`` the
+            readout maps' and the global branch's principal axes, fitted on its own,
+            usually many more, images). This subject's RetinaMapper, LayerSelector and
+            heads are learnt from scratch. See the user guide's "Transfer" section for
+            when it beats a fit from scratch. A fit parameter rather than a constructor
+            one so that ``clone`` (cross-validation, grid search) keeps the fitted source
+            as it is.
+        freeze_adapters : bool, default=True
+            With ``transfer_from``: keep the transferred adapters and global branch as
+            they are (False: ``"sgd"`` fine-tunes them with the rest). The ridge recipe's
+            are fixed projections and always stay frozen.
         callbacks : sequence of callable
             Called after every epoch (see :func:`afo_encoding.training.fit_model`).
 
@@ -485,6 +503,7 @@ class TopyEncoder(BaseEncoder):
         self._validate_params()
         self._check_y(y)
         readout = None if frozen_readout is None else readout_source(frozen_readout)
+        transfer = self._transfer(transfer_from, freeze_adapters)
         hooks = {
             "coords": coords,
             "loss_weight": loss_weight,
@@ -495,10 +514,15 @@ class TopyEncoder(BaseEncoder):
         data = self._read_inputs(X, y, hooks)
         seeds = self._seeds(data.ids)
         subjects, standardizers = self._subject_data(data, seeds)
+        if transfer is not None:
+            check_transfer(transfer, getattr(self.backbone_, "name", None), self.head_solver)
         if self.head_solver == "ridge":
-            fitted = fit_ridge(self, data, subjects, seeds, readout, callbacks)
+            fitted = fit_ridge(self, data, subjects, seeds, readout, callbacks, transfer)
         else:
-            fitted = fit_sgd(self, data, subjects, standardizers, seeds, readout, callbacks)
+            fitted = fit_sgd(
+                self, data, subjects, standardizers, seeds, readout, callbacks, transfer,
+                freeze_adapters,
+            )  # fmt: skip
         self._set_fitted(data, *fitted)
         if not self.freeze_retina:
             maps = self.retina_map_ if data.multi else [self.retina_map_]
@@ -512,6 +536,22 @@ class TopyEncoder(BaseEncoder):
         return self
 
     # ------------------------------------------------------------------ fit steps
+
+    def _transfer(self, transfer_from: Any, freeze_adapters: Any):
+        """The trunk of a warm start (``None`` without one), after checking the options."""
+        if not isinstance(freeze_adapters, (bool, np.bool_)):
+            raise TypeError(
+                f"freeze_adapters must be True or False, got {freeze_adapters!r}."
+            )
+        if transfer_from is None:
+            return None
+        if self.head_solver == "ridge" and not freeze_adapters:
+            raise ValueError(
+                "freeze_adapters=False fine-tunes the transferred adapters, but those of "
+                "head_solver='ridge' are fixed projections that do not train. Use "
+                "head_solver='sgd' (on a model fitted with it) or freeze_adapters=True."
+            )
+        return transfer_source(transfer_from)
 
     def _read_inputs(self, X: Any, y: Any, hooks: dict) -> FitData:
         """Features, responses and per-voxel fit keywords of every subject."""

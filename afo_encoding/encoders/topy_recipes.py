@@ -22,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .._devices import engine_placement, resolve_device
 from .frozen_readout import freeze_readout
+from .transfer import load_trunk
 
 #: a voxel mapped this close to the image border sits where tanh has no gradient left
 _SATURATED = 0.99
@@ -141,10 +142,14 @@ def network(enc, data: FitData, seed: int, **options: Any):
         return TopyNet(coords=[space.coords for space in data.spaces], **params)
 
 
-def train(enc, model, data, subjects, seeds, readout, callbacks, **overrides):
+def train(
+    enc, model, data, subjects, seeds, readout, callbacks, transfer=None,
+    freeze_adapters=True, **overrides,
+):  # fmt: skip
     """Run the training loop on ``model`` with the encoder's settings (``overrides``
     replace some) and its engine; returns the model (on the CPU) and the FitResult (see
-    :func:`afo_encoding.training.fit_model`)."""
+    :func:`afo_encoding.training.fit_model`). ``transfer`` and ``freeze_adapters`` (a warm
+    start) enter the checkpoints' run key."""
     from ..training import EngineConfig, TrainingConfig, fit_model
 
     config = TrainingConfig(
@@ -177,6 +182,8 @@ def train(enc, model, data, subjects, seeds, readout, callbacks, **overrides):
     }
     if readout is not None:  # (unfrozen fits keep the run folders they had)
         key["frozen_readout"] = readout.digest
+    if transfer is not None:
+        key["transfer_from"] = [transfer.digest, freeze_adapters]
     if enc.head_solver != "sgd":
         key["head_solver"] = enc.head_solver
     result = fit_model(
@@ -196,8 +203,14 @@ def train(enc, model, data, subjects, seeds, readout, callbacks, **overrides):
     return model, result
 
 
-def fit_sgd(enc, data, subjects, standardizers, seeds, readout, callbacks):
-    """The paper's recipe: the whole network, heads included, trained by SGD.
+def fit_sgd(
+    enc, data, subjects, standardizers, seeds, readout, callbacks, transfer=None,
+    freeze_adapters=True,
+):  # fmt: skip
+    """The paper's recipe: the whole network, heads included, trained by SGD; with
+    ``transfer`` (a :class:`~afo_encoding.encoders.transfer.TransferSource`), the adapters
+    and the global branch start from its weights (and stay there with
+    ``freeze_adapters``).
 
     Returns the trained TopyNet (heads in the units of ``y``), the history, every
     subject's validation r per monitored voxel and ``None`` (the layer weights are the
@@ -206,7 +219,11 @@ def fit_sgd(enc, data, subjects, standardizers, seeds, readout, callbacks):
     model = network(enc, data, seeds.model)
     if readout is not None:
         freeze_readout(model, readout)
-    model, result = train(enc, model, data, subjects, seeds, readout, callbacks)
+    if transfer is not None:
+        load_trunk(model, transfer, freeze_adapters)
+    model, result = train(
+        enc, model, data, subjects, seeds, readout, callbacks, transfer, freeze_adapters
+    )
     # the network learnt z-scored voxels: fold each voxel's scale and mean into its head
     # (y = m.w / D + b is linear in w and b), so that it predicts in the units of y
     with torch.no_grad():
@@ -217,18 +234,23 @@ def fit_sgd(enc, data, subjects, standardizers, seeds, readout, callbacks):
     return model, result.history, result.per_voxel_scores, None
 
 
-def fit_ridge(enc, data, subjects, seeds, readout, callbacks):
+def fit_ridge(enc, data, subjects, seeds, readout, callbacks, transfer=None):
     """The ridge recipe (:mod:`afo_encoding.encoders.ridge_recipe`): SGD places the
-    readout, closed-form ridge heads read it and the global branch.
+    readout, closed-form ridge heads read it and the global branch. With ``transfer`` (a
+    :class:`~afo_encoding.encoders.transfer.TransferSource`), the readout maps and the
+    global branch's principal axes are its own instead of being fitted to these images.
 
     Returns, as :func:`fit_sgd`, the TopyNet, the history, the validation r (out of fold)
     and each subject's layer shares of the local readout.
     """
     from . import ridge_recipe as recipe
 
-    adapters = recipe.fit_linear_adapters(
-        data.stores, [d.train_index for d in subjects], enc.readout_channels, seeds.model
-    )
+    if transfer is not None:
+        adapters = recipe.transferred_adapters(transfer.adapters)
+    else:
+        adapters = recipe.fit_linear_adapters(
+            data.stores, [d.train_index for d in subjects], enc.readout_channels, seeds.model
+        )
     channels = [a.out_channels for a in adapters]
     placement = network(
         enc,
@@ -249,12 +271,17 @@ def fit_ridge(enc, data, subjects, seeds, readout, callbacks):
             replace(d, features=recipe.adapted_store(d.features, adapters)) for d in subjects
         ]
         placement, result = train(
-            enc, placement, data, on_maps, seeds, readout, callbacks, top_k=1, soup=False
-        )
+            enc, placement, data, on_maps, seeds, readout, callbacks, transfer, top_k=1,
+            soup=False,
+        )  # fmt: skip
         history = result.history
     options = {"adapter": "linear", "adapter_channels": channels, "layer_mixing": "concat"}
     probe, scores = None, [None] * len(data.stores)
-    if enc.use_global:
+    if enc.use_global and transfer is not None and transfer.probe is not None:
+        probe, scores = recipe.transferred_probe(
+            transfer.probe, transfer.options["probe"]["pool_size"], data.stores, enc.verbose
+        )
+    elif enc.use_global:
         probe, scores = recipe.fit_probe_branch(
             data.stores,
             [np.arange(len(st)) for st in data.stores],
@@ -263,10 +290,11 @@ def fit_ridge(enc, data, subjects, seeds, readout, callbacks):
             seeds.model,
             verbose=enc.verbose,
         )
+    if probe is not None:
         options["probe"] = {
             "n_features": probe.mean.shape[0],
             "n_components": probe.n_components,
-            "pool_size": _PROBE_POOL,
+            "pool_size": probe.pool_size,
         }
     final = network(enc, data, seeds.model, **options)
     recipe.copy_readout(placement, final)
