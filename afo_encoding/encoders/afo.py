@@ -173,13 +173,14 @@ def _run_fit(
     import torch
 
     from ..io import load, save
+    from ..training.checkpoints import load_arrays
 
     model_path = teacher_path = None
     if out_dir is not None:
         model_path = Path(out_dir) / f"{spec.name}.safetensors"
         teacher_path = Path(out_dir) / f"{spec.name}.npz"
         if teacher_path.exists() and (model_path.exists() or not spec.keep_model):
-            stored = np.load(teacher_path)
+            stored = load_arrays(teacher_path, "Delete it; the next fit refits this stage.")
             n = len(Xs)
             teacher = [stored.get(f"teacher{s}") for s in range(n)]
             scores = [stored[f"scores{s}"] for s in range(n)]

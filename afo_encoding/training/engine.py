@@ -24,10 +24,13 @@ import torch
 
 from .._logging import logger, progress, use_log_level
 from .checkpoints import (
+    RESUME_FROM_SCRATCH,
     TopKCheckpoints,
     atomic_save,
     atomic_write_text,
     cpu_state_dict,
+    load_checkpoint,
+    precision_key,
     run_fingerprint,
 )
 from .data import MixedSubjectSampler, SubjectData, check_monitors
@@ -329,7 +332,7 @@ def _train(fabric, job: _Job) -> FitResult:
         state = {"epoch": 0, "best": -np.inf, "wait": 0, "finished": False}
 
         if last_path is not None and last_path.exists():
-            ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+            ckpt = load_checkpoint(last_path, RESUME_FROM_SCRATCH)
             net.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             sampler.load_state_dict(ckpt["sampler"])
@@ -543,7 +546,10 @@ def fit_model(
         # the seed it started with; a seeded one has a folder per seed
         seeded = random_state is not None
         key = run_fingerprint(
-            model, subjects, asdict(config), f"{run_key}|seed={seed if seeded else None}"
+            model,
+            subjects,
+            asdict(config),
+            f"{run_key}|seed={seed if seeded else None}{precision_key(engine.precision)}",
         )
         run_dir = Path(checkpoint_dir) / f"run-{key}"
         run_dir.mkdir(parents=True, exist_ok=True)
