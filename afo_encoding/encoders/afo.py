@@ -39,7 +39,6 @@ import hashlib
 import json
 import numbers
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._logging import logger, progress, use_log_level
+from .._workers import exit_with_parent, new_temporary_folder, parallel_options
 from ._base import as_flat_features, feature_device, is_multi_subject, row_ids
 from .topy import TopyEncoder, _readout_source
 
@@ -174,6 +174,8 @@ def _run_fit(
 
     from ..io import load, save
     from ..training.checkpoints import load_arrays
+
+    exit_with_parent()  # in a joblib worker: do not outlive the fit that started it
 
     model_path = teacher_path = None
     if out_dir is not None:
@@ -576,7 +578,7 @@ class AllForOneEncoder(RegressorMixin, BaseEstimator):
         memory = self.memory
         if memory is None and effective_n_jobs(self.n_jobs) != 1:
             # workers read the features from disk (a disk-backed store pickles as its path)
-            tmp_memory = memory = tempfile.mkdtemp(prefix="afo_features_")
+            tmp_memory = memory = new_temporary_folder("afo_features_")
         try:
             inputs, ids, flat = self._features(base, Xs, memory)
             for s in range(n_sub):
@@ -973,7 +975,9 @@ class _Run:
             )
             for spec in specs
         )
-        results = Parallel(n_jobs=afo.n_jobs, return_as="generator")(jobs)
+        results = Parallel(n_jobs=afo.n_jobs, return_as="generator", **parallel_options(backend))(
+            jobs
+        )
         outputs = list(progress(results, afo.verbose, desc=stage, total=len(specs), unit="fit"))
         seconds = time.perf_counter() - start
         afo.stage_seconds_[stage] = seconds

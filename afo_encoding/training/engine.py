@@ -34,6 +34,7 @@ from .checkpoints import (
     run_fingerprint,
 )
 from .data import MixedSubjectSampler, SubjectData, check_monitors
+from .distributed import DEFAULT_TIMEOUT, with_timeout
 from .evaluation import VOXEL_CHUNK, validation_scores
 from .losses import voxel_loss_sum
 from .soup import greedy_soup
@@ -148,6 +149,9 @@ class EngineConfig:
         ``"ddp_spawn"`` (processes started from Python, e.g. in a notebook or a test) ...
     num_nodes : int
         Number of machines.
+    timeout : float or None
+        Seconds a DDP process waits for the others in one collective operation before it
+        fails with an error (instead of hanging); ``None``: torch's default (30 min).
     """
 
     accelerator: str = "auto"
@@ -155,12 +159,14 @@ class EngineConfig:
     precision: str = "32-true"
     strategy: str = "auto"
     num_nodes: int = 1
+    timeout: float | None = DEFAULT_TIMEOUT
 
     def fabric(self, **overrides):
         """A :class:`~lightning.fabric.Fabric` with these settings (and ``overrides``)."""
         from lightning.fabric import Fabric
 
         kwargs = asdict(self) | overrides
+        kwargs["strategy"] = with_timeout(kwargs["strategy"], kwargs.pop("timeout"))
         return Fabric(**kwargs)
 
 
