@@ -9,7 +9,12 @@ without copying,
   (``h5py`` / ``zarr`` datasets, :class:`numpy.memmap`): images are read when accessed,
 - a list of PIL images, of file paths (read when accessed), or of single-image arrays
   ``(H, W, 3)`` / ``(H, W)`` uint8 or ``(3, H, W)`` float; images of a list may differ in
-  size.
+  size;
+- one image array, ``(H, W, 3)`` uint8 or ``(3, H, W)`` float: a set of one.
+
+Files and PIL images of more than 8 bits per pixel (16-bit grey PNG or TIFF) are read at
+full depth, as float in [0, 1]. Float images whose brightest value is under 0.01 (e.g.
+divided by 255 twice) are accepted with a warning.
 
 Each image has a stable id, ``ids[i]``, a hash of its pixels and shape: the same picture
 gets the same id whichever container it came in, so the id is the key of the feature cache.
