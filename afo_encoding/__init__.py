@@ -18,6 +18,7 @@ _LAZY = {
     "AllForOneEncoder": "afo_encoding.encoders.afo",
     "load": "afo_encoding.io",
     "as_responses": "afo_encoding.responses",
+    "ResponseSamples": "afo_encoding.responses",
     "as_stimuli": "afo_encoding.stimuli",
     "StimulusSet": "afo_encoding.stimuli",
     "InputSpec": "afo_encoding.stimuli",

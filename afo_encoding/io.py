@@ -9,10 +9,17 @@ are recomputed from the images, or come from the cache).
 The encoders take part through the save hooks of their base class
 (:func:`afo_encoding.encoders._base.saved_state` and
 :func:`~afo_encoding.encoders._base.from_saved_state`).
+The classes a file may name are listed in :data:`LOADABLE_CLASSES` (a file chooses among
+those, never a module to import).
+
+Models travel between machines: paths of this machine (the feature cache ``memory``, the
+``checkpoint_dir``) are not stored, a model fitted on a GPU loads and predicts on a CPU, and
+a checksum of the tensors (metadata ``tensors_blake2b``) catches damaged weights on load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from importlib import import_module
@@ -25,6 +32,15 @@ import torch
 #: metadata key of the JSON document in the safetensors header
 _META_KEY = "afo_encoding"
 FORMAT_VERSION = 1
+#: the classes a file may name, and the module each comes from
+LOADABLE_CLASSES = {
+    "afo_encoding.encoders.topy.TopyEncoder": "afo_encoding.encoders.topy",
+    "afo_encoding.encoders.linear.LinearProbeEncoder": "afo_encoding.encoders.linear",
+    "afo_encoding.encoders.afo.AllForOneEncoder": "afo_encoding.encoders.afo",
+}
+#: parameters that name places on the machine that saved the model: not stored
+MACHINE_PARAMS = ("memory", "checkpoint_dir")
+_CUDA_DEVICES = ("cuda", "gpu")
 
 
 def _json_param(name: str, value: Any) -> Any:
@@ -53,7 +69,9 @@ def _json_param(name: str, value: Any) -> Any:
 
 def params_to_json(estimator, drop: tuple[str, ...] = ()) -> dict:
     """The estimator's constructor parameters as JSON values (see :func:`save`); those in
-    ``drop`` are written as ``None`` (what they gave is in the fitted state)."""
+    ``drop`` are written as ``None`` (what they gave is in the fitted state), and so are the
+    paths of this machine (:data:`MACHINE_PARAMS`)."""
+    drop = (*drop, *MACHINE_PARAMS)
     return {
         k: None if k in drop else _json_param(k, v)
         for k, v in estimator.get_params(deep=False).items()
@@ -98,6 +116,16 @@ def to_tensor(array: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.array(array, copy=True)))
 
 
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """A BLAKE2b digest of named tensors: names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save(estimator, path: str | Path) -> Path:
     """Save a fitted estimator to one safetensors file.
 
@@ -124,55 +152,162 @@ def save(estimator, path: str | Path) -> Path:
     from .encoders._base import saved_state
 
     tensors, meta = saved_state(estimator)
+    tensors = {k: to_tensor(v) for k, v in tensors.items()}
     cls = type(estimator)
     document = {
         "format_version": FORMAT_VERSION,
         "class": f"{cls.__module__}.{cls.__qualname__}",
+        "tensors_blake2b": tensors_checksum(tensors),
         **meta,
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: to_tensor(v) for k, v in tensors.items()},
-        str(tmp),
-        metadata={_META_KEY: json.dumps(document)},
-    )
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(document)})
     tmp.replace(path)
     return path
 
 
-def load(path: str | Path):
+def _read_file(path: Path) -> tuple[dict, dict]:
+    """The metadata document and the tensors of a model file, or errors that name it."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise FileNotFoundError(f"No saved model at {path}.")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a directory; give the model file written by save (e.g. "
+            f"{path / 'model.safetensors'})."
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as err:  # safetensors' own errors name no file
+        raise ValueError(
+            f"Cannot read {path}: it is damaged (e.g. cut short) or not a model file written "
+            f"by afo_encoding.save ({type(err).__name__}: {err}). Save the model again, or "
+            "restore the file from a copy."
+        ) from err
+    if _META_KEY not in header:
+        raise ValueError(f"{path} is not an afo-encoding model file (no metadata).")
+    try:
+        meta = json.loads(header[_META_KEY])
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is damaged: its metadata is not valid JSON ({err}). Save the model "
+            "again, or restore the file from a copy."
+        ) from err
+    if not isinstance(meta, dict) or "class" not in meta:
+        raise ValueError(f"{path} is damaged: its metadata names no estimator class.")
+    expected = meta.get("tensors_blake2b")  # files from before the checksum have none
+    if expected is not None and tensors_checksum(tensors) != expected:
+        raise ValueError(
+            f"{path} is damaged: its tensors do not match the checksum saved with them (the "
+            "weights were changed after saving). Save the model again, or restore the file "
+            "from a copy."
+        )
+    return meta, tensors
+
+
+def _set_params_everywhere(meta: Any, values: dict) -> None:
+    """Set ``values`` in every parameter dictionary of a metadata document (an AFO file
+    holds its own parameters and those of its final TopyEncoder)."""
+    if not isinstance(meta, dict):
+        return
+    for key, value in meta.items():
+        if key.endswith("params") and isinstance(value, dict):
+            value.update({k: v for k, v in values.items() if k in value})
+        else:
+            _set_params_everywhere(value, values)
+
+
+def _saved_device(meta: Any) -> str | None:
+    if not isinstance(meta, dict):
+        return None
+    device = meta.get("params", {}).get("device") if isinstance(meta.get("params"), dict) else None
+    return device if isinstance(device, str) else _saved_device(meta.get("final"))
+
+
+def _placement(saved: str | None, path: Path) -> str | None:
+    """The device a model fitted on ``saved`` runs on here: a GPU device on a machine without
+    one becomes ``"cpu"``."""
+    if not isinstance(saved, str) or not saved.lower().startswith(_CUDA_DEVICES):
+        return None
+    if torch.cuda.is_available():
+        return None
+    from ._logging import logger
+
+    logger.info("%s was fitted with device=%r; no GPU here: it will run on the CPU.", path, saved)
+    return "cpu"
+
+
+def load(
+    path: str | Path,
+    *,
+    device: str | None = None,
+    memory: Any = None,
+    checkpoint_dir: str | Path | None = None,
+):
     """Load an estimator saved with :func:`save` (on the CPU).
 
     Parameters
     ----------
     path : str or Path
         A file written by :func:`save` / ``estimator.save``.
+    device : str or None, default=None
+        Where the loaded model computes (its ``device`` parameter). ``None`` keeps the saved
+        one, except that a model fitted on a GPU runs on the CPU of a machine without one.
+    memory : str, Path, joblib.Memory or None, default=None
+        The feature cache to use on this machine (paths of the saving machine are not
+        stored).
+    checkpoint_dir : str, Path or None, default=None
+        Where a refit of the loaded estimator writes its checkpoints.
 
     Returns
     -------
     estimator
         The fitted estimator, ready to ``predict``.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        No file at ``path``.
+    ValueError
+        A damaged file (cut short, weights changed after saving, unreadable metadata) or
+        one that names a class that is not an afo-encoding estimator.
+    OSError
+        The model's Hugging Face backbone is not on this machine (loading never downloads).
     """
-    from safetensors import safe_open
+    from .backbones.huggingface import hub_offline
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No saved model at {path}.")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        header = f.metadata() or {}
-        if _META_KEY not in header:
-            raise ValueError(f"{path} is not an afo-encoding model file (no metadata).")
-        meta = json.loads(header[_META_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    meta, tensors = _read_file(path)
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{path} was saved by a newer afo-encoding (format {meta['format_version']}); "
             "upgrade afo-encoding to load it."
         )
-    module_name, _, class_name = meta["class"].rpartition(".")
-    if not module_name.startswith("afo_encoding."):
-        raise ValueError(f"{path} names a class outside afo-encoding: {meta['class']!r}.")
+    module_name = LOADABLE_CLASSES.get(meta["class"])
+    if module_name is None:
+        raise ValueError(
+            f"{path} names the class {meta['class']!r}, which afo_encoding.load does not "
+            f"load; it loads {sorted(LOADABLE_CLASSES)}."
+        )
+    # files from before MACHINE_PARAMS were dropped still hold the saving machine's paths
+    params = {"memory": memory, "checkpoint_dir": checkpoint_dir}
+    device = device or _placement(_saved_device(meta), path)
+    if device is not None:
+        params["device"] = device
+    _set_params_everywhere(meta, params)
     from .encoders._base import from_saved_state
 
-    return from_saved_state(getattr(import_module(module_name), class_name), tensors, meta)
+    cls = getattr(import_module(module_name), meta["class"].rpartition(".")[2])
+    try:
+        with hub_offline():
+            return from_saved_state(cls, tensors, meta)
+    except OSError as err:
+        raise OSError(
+            f"{path}: cannot rebuild its backbone from files on this machine ({err}). "
+            "afo_encoding.load never downloads: get the backbone once with "
+            "afo_encoding.backbones.get_backbone(name), then load again."
+        ) from err

@@ -402,8 +402,11 @@ def pearson_scorer(estimator: Any, X: Any, y: Any) -> float:
 
     When ``y`` (or the prediction) is not an array but the container responses came in
     (a Niimg, ``mne.Epochs``, a ``SurfaceImage``), it is converted with the fitted
-    estimator's ``space_.transform`` (the voxel selection made at fit time), so the
-    afo-encoding estimators can be cross-validated directly on images and epochs.
+    estimator's ``space_.transform`` (the voxel selection made at fit time). To
+    cross-validate on a container, wrap it in
+    :class:`~afo_encoding.responses.ResponseSamples` (scikit-learn cannot split a Niimg,
+    a SurfaceImage or Epochs by sample itself):
+    ``cross_val_score(enc, images, ResponseSamples(bold_img), scoring=pearson_scorer)``.
 
     Parameters
     ----------

@@ -9,7 +9,12 @@ without copying,
   (``h5py`` / ``zarr`` datasets, :class:`numpy.memmap`): images are read when accessed,
 - a list of PIL images, of file paths (read when accessed), or of single-image arrays
   ``(H, W, 3)`` / ``(H, W)`` uint8 or ``(3, H, W)`` float; images of a list may differ in
-  size.
+  size;
+- one image array, ``(H, W, 3)`` uint8 or ``(3, H, W)`` float: a set of one.
+
+Files and PIL images of more than 8 bits per pixel (16-bit grey PNG or TIFF) are read at
+full depth, as float in [0, 1]. Float images whose brightest value is under 0.01 (e.g.
+divided by 255 twice) are accepted with a warning.
 
 Each image has a stable id, ``ids[i]``, a hash of its pixels and shape: the same picture
 gets the same id whichever container it came in, so the id is the key of the feature cache.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +46,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Images per block when a float array is scanned for NaN/inf and range (bounds memory).
 _SCAN_BLOCK = 64
 _ID_PREFIX = b"afo-encoding image v1"
+# Float image sets whose brightest value is below this (2.5 of 255 levels) cannot be images.
+_DARKEST_MAX = 0.01
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,29 @@ def _array_layout(shape: tuple[int, ...], dtype: np.dtype, what: str) -> str:
     return layout
 
 
+def _is_one_image(array: np.ndarray) -> bool:
+    """An ``(H, W, 3)`` / ``(H, W, 1)`` uint8 or ``(3, H, W)`` float array: one image (a
+    stack of grey images 3 pixels wide is no stimulus set)."""
+    if array.ndim != 3:
+        return False
+    if array.dtype == np.uint8:
+        return array.shape[-1] in (1, 3)
+    return array.dtype.kind == "f" and array.shape[0] == 3
+
+
+def _warn_if_not_image_range(high: float, what: str) -> None:
+    """Warn when float images are all darker than any photograph (e.g. divided by 255
+    twice)."""
+    if high < _DARKEST_MAX:
+        warnings.warn(
+            f"Float {what} have values from 0 to {high:.3g} at most: no image is that dark. "
+            "Float images must be scaled to [0, 1] once (x / 255 for 0-255 data); were they "
+            "divided by 255 twice? Pass the uint8 images, or rescale.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1) or (H, W, 3) uint8 -> contiguous (H, W, 3) uint8."""
     if image.ndim == 3 and image.shape[-1] == 3:
@@ -179,9 +210,13 @@ class _ArraySource:
         if self.layout == "float":
             self._checked = np.zeros(len(self), dtype=bool)
             if not self.lazy:
+                high = 0.0
                 for start in range(0, len(self), _SCAN_BLOCK):
-                    _check_float_values(array[start : start + _SCAN_BLOCK], start, "image")
+                    block = array[start : start + _SCAN_BLOCK]
+                    _check_float_values(block, start, "image")
+                    high = max(high, float(block.max()))
                 self._checked[:] = True
+                _warn_if_not_image_range(high, what)
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
@@ -224,7 +259,7 @@ class _ListSource:
 
     def __init__(self, items: Sequence[Any]) -> None:
         self.items = list(items)
-        missing = []
+        missing, float_max = [], None
         for k, item in enumerate(self.items):
             if isinstance(item, (str, os.PathLike)):
                 if not Path(item).is_file():
@@ -234,11 +269,14 @@ class _ListSource:
                 layout = _array_layout((1, *item.shape), item.dtype, f"image {k}")
                 if layout == "float":
                     _check_float_values(item[None], k, "image")
+                    float_max = max(float_max or 0.0, float(item.max()))
             elif not _is_pil(item):
                 raise TypeError(
                     "A list of images must hold file paths (str or pathlib.Path), PIL images "
                     f"or arrays; item {k} is a {type(item).__name__}: {_short_repr(item)}."
                 )
+        if float_max is not None:
+            _warn_if_not_image_range(float_max, "images")
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise FileNotFoundError(
@@ -261,7 +299,7 @@ class _ListSource:
                 return _as_rgb_uint8(item)
             return item
         if _is_pil(item):
-            return np.asarray(item.convert("RGB"))
+            return _pil_to_array(item)
         return _read_image_file(item)
 
     def uint8(self, k: int) -> np.ndarray:
@@ -298,12 +336,33 @@ def _to_numpy(obj: Any) -> np.ndarray:
     return np.asarray(obj)
 
 
+# PIL modes of more than 8 bits per pixel, and the value of full white in each
+_DEEP_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _pil_to_array(image: Any, where: str = "a PIL image") -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8, or (3, H, W) float32 in [0, 1] when it has more than
+    8 bits per pixel (16-bit PNG and TIFF files are read at full depth, not clipped to 255)."""
+    if image.mode not in _DEEP_MODES and image.mode != "F":
+        return np.asarray(image.convert("RGB"))
+    grey = np.asarray(image).astype(np.float32)
+    if image.mode in _DEEP_MODES:
+        if grey.min() < 0 or grey.max() > _DEEP_MODES[image.mode]:
+            raise ValueError(
+                f"Cannot read {where}: {image.mode} pixel values from {grey.min():g} to "
+                f"{grey.max():g} are not 8- or 16-bit. Convert the file to 8- or 16-bit."
+            )
+        grey /= _DEEP_MODES[image.mode]
+    _check_float_values(grey[None, None], 0, where)
+    return np.ascontiguousarray(np.repeat(grey[None], 3, axis=0))
+
+
 def _read_image_file(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return _pil_to_array(image, str(path))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"Image file not found: {str(path)!r} (it existed when the StimulusSet was made)."
@@ -318,6 +377,8 @@ def _make_source(images: Any) -> _ArraySource | _ListSource:
     if isinstance(images, np.ndarray):
         if images.dtype == object:
             return _ListSource(list(images))
+        if _is_one_image(images):
+            return _ArraySource(images[None])
         return _ArraySource(images)
     if isinstance(images, (str, os.PathLike)):
         raise TypeError(

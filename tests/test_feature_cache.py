@@ -273,3 +273,61 @@ def test_concurrent_writers_share_one_disk_cache(tmp_path):
     assert calls == []
     for a, b in zip(_all_features(store), results[0], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ damaged cache files
+
+
+def _cached(tmp_path, n=6):
+    backbone, _ = _counting_pyramid()
+    images = _images(n)
+    first = extract_features(backbone, images, memory=tmp_path, batch_size=2)
+    expected = [x.copy() for x in _all_features(first)]
+    del first
+    clear_feature_cache()  # a later process
+    (folder,) = (tmp_path / "afo_features").iterdir()
+    (npy,) = folder.glob("*.npy")
+    return images, expected, folder, npy
+
+
+def _recomputed(tmp_path, images, expected, match):
+    backbone, calls = _counting_pyramid()
+    with pytest.warns(UserWarning, match=match):
+        store = extract_features(backbone, images, memory=tmp_path)
+    assert sum(calls) == len(images)  # computed again, never read from the damaged file
+    for x, y in zip(_all_features(store), expected, strict=True):
+        np.testing.assert_array_equal(x, y)
+    clear_feature_cache()
+    again, calls = _counting_pyramid()
+    extract_features(again, images, memory=tmp_path)  # the new file serves the next call
+    assert calls == []
+
+
+def test_a_cut_cache_file_is_named_and_recomputed(tmp_path):
+    images, expected, folder, npy = _cached(tmp_path)
+    data = npy.read_bytes()
+    npy.write_bytes(data[: len(data) // 2])
+    _recomputed(tmp_path, images, expected, rf"{npy.name} is damaged: it cannot be read")
+
+
+def test_zeros_written_into_a_cache_file_are_caught_by_the_checksums(tmp_path):
+    images, expected, folder, npy = _cached(tmp_path)
+    rows = np.load(npy, mmap_mode="r+")
+    rows[2:4] = 0
+    rows.flush()
+    del rows
+    _recomputed(tmp_path, images, expected, rf"{npy.name} is damaged: .* match their checksum")
+
+
+def test_a_cut_key_file_is_named_and_written_again(tmp_path):
+    images, expected, folder, npy = _cached(tmp_path)
+    key = folder / "key.json"
+    text = key.read_text()
+    key.write_text(text[: len(text) // 2])
+    backbone, calls = _counting_pyramid()
+    with pytest.warns(UserWarning, match=r"key\.json is damaged: it is not valid JSON"):
+        store = extract_features(backbone, images, memory=tmp_path)
+    assert calls == []  # the rows themselves are intact and verified
+    for x, y in zip(_all_features(store), expected, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert key.read_text() == text

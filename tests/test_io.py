@@ -33,11 +33,11 @@ def test_save_load_round_trip_on_images(tmp_path):
     with safe_open(str(path), framework="pt") as f:  # plain tensors and a JSON header
         meta = json.loads(f.metadata()["afo_encoding"])
     assert meta["class"] == "afo_encoding.encoders.topy.TopyEncoder"
-    assert meta["params"]["checkpoint_dir"] == str(tmp_path / "ckpt")
+    assert meta["params"]["checkpoint_dir"] is None  # a path of this machine: not stored
 
     back = load(path)
     assert isinstance(back, TopyEncoder)
-    assert back.get_params() == {**enc.get_params(), "checkpoint_dir": str(tmp_path / "ckpt")}
+    assert back.get_params() == {**enc.get_params(), "checkpoint_dir": None}
     np.testing.assert_array_equal(back.predict(images), enc.predict(images))
     for name in ("coef_", "intercept_", "retina_map_", "layer_weights_", "validation_scores_"):
         np.testing.assert_array_equal(getattr(back, name), getattr(enc, name))
@@ -89,3 +89,129 @@ def test_unsaveable_and_unreadable_inputs_are_refused(tmp_path):
     save_file({"a": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not an afo-encoding model"):
         load(tmp_path / "other.safetensors")
+
+
+# ---------------------------------------------------------------- damaged or crafted files
+
+
+def _fitted(tmp_path, **params):
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((30, 4)), rng.standard_normal((30, 2))
+    enc = TopyEncoder(**{**TINY, "random_state": 0, **params})
+    enc.fit(X, y, coords=rng.standard_normal((2, 3)))
+    return enc, X, enc.save(tmp_path / "m.safetensors")
+
+
+def _rewrite(path, edit_meta=None, edit_tensors=None, raw_meta=None):
+    """Write ``path`` again with its metadata or tensors changed (a crafted file)."""
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["afo_encoding"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    if edit_meta is not None:
+        edit_meta(meta)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    text = json.dumps(meta) if raw_meta is None else raw_meta(json.dumps(meta))
+    save_file(tensors, str(path), metadata={"afo_encoding": text})
+
+
+def test_weights_changed_after_saving_are_caught(tmp_path):
+    enc, X, path = _fitted(tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        assert "tensors_blake2b" in json.loads(f.metadata()["afo_encoding"])
+
+    def zero_a_weight(tensors):
+        name = next(k for k in sorted(tensors) if k.startswith("model."))
+        tensors[name] = torch.zeros_like(tensors[name])
+
+    _rewrite(path, edit_tensors=zero_a_weight)
+    with pytest.raises(ValueError, match=r"m\.safetensors is damaged: its tensors do not match"):
+        load(path)
+
+
+def test_files_without_a_checksum_still_load(tmp_path):
+    enc, X, path = _fitted(tmp_path)
+    _rewrite(path, edit_meta=lambda meta: meta.pop("tensors_blake2b"))
+    np.testing.assert_array_equal(load(path).predict(X), enc.predict(X))
+
+
+def test_a_directory_a_cut_file_and_cut_metadata_get_clear_errors(tmp_path):
+    enc, X, path = _fitted(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a directory; give the model file"):
+        load(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"Cannot read .*cut\.safetensors: it is damaged"):
+        load(cut)
+    _rewrite(path, raw_meta=lambda text: text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"m\.safetensors is damaged: its metadata is not"):
+        load(path)
+
+
+def test_load_imports_only_loadable_classes(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    enc, X, path = _fitted(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["python", "--not-an-option"])
+    monkeypatch.delitem(sys.modules, "afo_encoding.__main__", raising=False)
+    importlib.import_module("afo_encoding.__main__")  # importing runs no command line
+    monkeypatch.delitem(sys.modules, "afo_encoding.__main__", raising=False)
+    _rewrite(path, edit_meta=lambda meta: meta.update({"class": "afo_encoding.__main__.main"}))
+    with pytest.raises(ValueError, match="which afo_encoding.load does not load"):
+        load(path)
+    assert "afo_encoding.__main__" not in sys.modules
+
+
+def test_a_model_file_never_makes_load_contact_the_network(tmp_path, monkeypatch):
+    import socket
+
+    enc, X, path = _fitted(tmp_path)
+
+    def craft(meta):
+        meta["params"]["backbone"] = "someone/not-a-model-here"
+        meta["fitted"]["has_backbone"] = True
+
+    _rewrite(path, edit_meta=craft)
+    contacts = []
+
+    def refuse(self, address, *args):
+        contacts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(OSError, match="never downloads"):
+        load(path)
+    assert contacts == []
+
+
+def test_saved_models_keep_no_machine_paths(tmp_path):
+    cache = tmp_path / "cache"
+    enc, X, path = _fitted(tmp_path, memory=str(cache), checkpoint_dir=str(tmp_path / "ck"))
+    text = path.read_bytes()
+    assert str(tmp_path).encode() not in text
+    back = load(path)
+    assert back.memory is None
+    assert back.checkpoint_dir is None
+    np.testing.assert_array_equal(back.predict(X), enc.predict(X))
+    # files saved before the change hold the paths of the machine that saved them
+    _rewrite(path, edit_meta=lambda m: m["params"].update(memory="/elsewhere/cache"))
+    assert load(path).memory is None
+    assert load(path, memory=str(cache)).memory == str(cache)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_gpu_fitted_model_predicts_on_a_cpu(tmp_path, monkeypatch):
+    enc, X, path = _fitted(tmp_path)
+    _rewrite(path, edit_meta=lambda meta: meta["params"].update(device="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    back = load(path)
+    assert back.device == "cpu"
+    np.testing.assert_allclose(back.predict(X), enc.predict(X), rtol=1e-6)
+    assert load(path, device="cpu").device == "cpu"
+    _rewrite(path, edit_meta=lambda meta: meta["params"].update(device="cuda:1"))
+    np.testing.assert_allclose(load(path).predict(X), enc.predict(X), rtol=1e-6)

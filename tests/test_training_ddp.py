@@ -7,8 +7,11 @@ model and stop at the same epoch.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
+from lightning.fabric.strategies import DDPStrategy
 
 from afo_encoding.encoders.topy import TopyEncoder
 from afo_encoding.metrics import pearson_r
@@ -34,7 +37,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     }
 
     single = TopyEncoder(**params).fit(X[train], y[train], coords=coords)
-    ddp = TopyEncoder(**params, devices=2, strategy="ddp_spawn", checkpoint_dir=tmp_path)
+    # a stalled process group fails within 2 minutes instead of reaching pytest's timeout
+    strategy = DDPStrategy(start_method="spawn", timeout=timedelta(seconds=120))
+    ddp = TopyEncoder(**params, devices=2, strategy=strategy, checkpoint_dir=tmp_path)
     ddp.fit(X[train], y[train], coords=coords)
 
     r_single = pearson_r(y[test], single.predict(X[test])).mean()
@@ -47,3 +52,28 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     (run,) = tmp_path.iterdir()
     assert (run / "last.pt").exists()
     assert len(list(run.glob("top-epoch*.pt"))) == 3
+
+
+def _stall_rank_one(fabric):
+    """Rank 1 never joins the all-reduce that rank 0 waits in."""
+    import time
+
+    import torch
+
+    if fabric.global_rank == 1:
+        time.sleep(15)
+        return None
+    return fabric.all_reduce(torch.ones(1))
+
+
+def test_a_stalled_process_group_fails_with_a_message_instead_of_hanging():
+    import time
+
+    from afo_encoding.training import EngineConfig
+
+    fabric = EngineConfig(accelerator="cpu", devices=2, strategy="ddp_spawn", timeout=3).fabric()
+    assert fabric.strategy._timeout.total_seconds() == 3
+    start = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)timed? ?out|timeout"):
+        fabric.launch(_stall_rank_one)
+    assert time.monotonic() - start < 120  # rank 1's 15 s nap and two process starts

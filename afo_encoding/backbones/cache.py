@@ -17,9 +17,12 @@ precision of the computation (``autocast``) and the storage dtype, then by image
 2. the disk cache under ``memory`` (a path or a :class:`joblib.Memory`):
    ``<location>/afo_features/<hash of the key>/`` holds ``key.json`` and, per writing
    call, ``<uuid>.npy`` (the rows) with ``<uuid>.ids`` (the image id of each committed
-   row, one per line). Each writer creates files of its own, and appends ids only once
-   their rows are flushed, so several processes may fill the same cache at once and an
-   interrupted extraction keeps what it had committed;
+   row, one per line) and ``<uuid>.sums`` (a BLAKE2b digest of each committed block of
+   rows). Each writer creates files of its own, and appends ids only once their rows are
+   flushed and their digest written, so several processes may fill the same cache at once
+   and an interrupted extraction keeps what it had committed. What is read is verified
+   (the array's shape and dtype, then the digests, once per file and process): a damaged
+   file is removed with a warning that names it, and its features are computed again;
 3. the backbone, for the images found nowhere.
 """
 
@@ -33,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -164,6 +168,27 @@ def _open_rows(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+def _block_digest(rows: np.ndarray) -> str:
+    return hashlib.blake2b(
+        memoryview(np.ascontiguousarray(rows)).cast("B"), digest_size=16
+    ).hexdigest()
+
+
+def _read_sums(path: Path) -> list[tuple[int, int, str]]:
+    """The ``(start, stop, digest)`` lines of a ``.sums`` file (a cut last line is dropped)."""
+    blocks = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().split("\n")[:-1]:
+            parts = line.split()
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                blocks.append((int(parts[0]), int(parts[1]), parts[2]))
+    return blocks
+
+
+# files already verified by this process: (path, size, mtime, rows) -> rows
+_VERIFIED: set[tuple[str, int, int, int]] = set()
+
+
 class _MemoryCache:
     """Process-level index of feature segments per cache key, with a RAM budget.
 
@@ -290,8 +315,8 @@ class _DiskCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = {"key": key, "storage": storage, "layout": layout.to_json(), "version": 1}
         meta_path = self.folder / "key.json"
-        if meta_path.exists():
-            stored = json.loads(meta_path.read_text())
+        stored = self._read_key(meta_path)
+        if stored is not None:
             if stored["key"] != key or stored["layout"] != meta["layout"]:
                 raise RuntimeError(
                     f"The feature cache folder {self.folder} holds features of another "
@@ -303,17 +328,82 @@ class _DiskCache:
             tmp.write_text(json.dumps(meta, indent=1))
             os.replace(tmp, meta_path)
 
+    @staticmethod
+    def _read_key(path: Path) -> dict | None:
+        """``key.json``, or None when it is missing or damaged (it is then rewritten: the
+        folder's name is the hash of the key, the rows are checked file by file)."""
+        if not path.exists():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+            if isinstance(stored, dict) and {"key", "layout"} <= stored.keys():
+                return stored
+            reason = "it lacks the key or the layout"
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            reason = f"it is not valid JSON ({err})"
+        warnings.warn(
+            f"The feature cache file {path} is damaged: {reason}. It is written again.",
+            UserWarning,
+            stacklevel=5,
+        )
+        return None
+
+    def _discard(self, npy: Path, reason: str) -> None:
+        """Warn about a damaged segment and remove its files (its rows are recomputed)."""
+        warnings.warn(
+            f"The feature cache file {npy} is damaged: {reason}. Its features are computed "
+            "again and the file is removed.",
+            UserWarning,
+            stacklevel=5,
+        )
+        for suffix in (".npy", ".ids", ".sums"):
+            with contextlib.suppress(OSError):
+                npy.with_suffix(suffix).unlink()
+
+    def _verified_rows(self, npy: Path, n_rows: int) -> np.ndarray | None:
+        """The first ``n_rows`` rows of a segment file, verified, or None if it is damaged."""
+        try:
+            stat = npy.stat()
+            array = _open_rows(npy)
+        except (OSError, ValueError, EOFError) as err:
+            self._discard(npy, f"it cannot be read ({type(err).__name__}: {err})")
+            return None
+        expected = (self.layout.n_features, _STORAGE[self.storage][0])
+        if array.ndim != 2 or (array.shape[1], array.dtype) != expected or array.shape[0] < n_rows:
+            self._discard(
+                npy,
+                f"it holds a {array.dtype} array of shape {array.shape}, not {n_rows} or more "
+                f"rows of {expected[0]} {expected[1]} features",
+            )
+            return None
+        token = (str(npy), stat.st_size, stat.st_mtime_ns, n_rows)
+        if token not in _VERIFIED:
+            for start, stop, digest in _read_sums(npy.with_suffix(".sums")):
+                if stop <= n_rows and _block_digest(array[start:stop]) != digest:
+                    self._discard(npy, f"rows {start} to {stop - 1} do not match their checksum")
+                    return None
+            _VERIFIED.add(token)
+        return array[:n_rows]
+
     def lookup(self, ids: set[str]) -> dict[str, tuple[_Segment, int]]:
-        """Find committed rows of ``ids`` in the segments on disk."""
+        """Find committed rows of ``ids`` in the segments on disk (verified: a damaged file is
+        removed with a warning and its rows are not found)."""
         found: dict[str, tuple[_Segment, int]] = {}
         for ids_path in sorted(self.folder.glob("*.ids")):
             if len(found) == len(ids):
                 break
-            committed = ids_path.read_text().split("\n")[:-1]  # a partial last line is dropped
+            try:
+                text = ids_path.read_text()
+            except FileNotFoundError:  # removed meanwhile by another process
+                continue
+            committed = text.split("\n")[:-1]  # a partial last line is dropped
             if not any(i in ids and i not in found for i in committed):
                 continue
             npy = ids_path.with_suffix(".npy")
-            segment = _Segment(_open_rows(npy)[: len(committed)], committed, path=npy)
+            rows = self._verified_rows(npy, len(committed))
+            if rows is None:
+                continue
+            segment = _Segment(rows, committed, path=npy)
             for row, image_id in enumerate(committed):
                 if image_id in ids and image_id not in found:
                     found[image_id] = (segment, row)
@@ -349,6 +439,9 @@ class _DiskWriter:
         if not force and time.monotonic() - self.last_commit < _COMMIT_SECONDS:
             return
         self.array.flush()
+        digest = _block_digest(self.array[self.n_committed : n_written])
+        with open(self.path.with_suffix(".sums"), "a") as f:
+            f.write(f"{self.n_committed} {n_written} {digest}\n")
         with open(self.path.with_suffix(".ids"), "a") as f:
             f.write("".join(f"{i}\n" for i in self.ids[self.n_committed : n_written]))
         self.n_committed = n_written

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 from collections.abc import Sequence
@@ -40,6 +42,21 @@ DINOV2_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
 }
+
+
+_HUB_OFFLINE = contextvars.ContextVar("afo_encoding_hub_offline", default=False)
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """Within this block, Hugging Face backbones are read from the local cache only (as
+    with ``local_files_only=True``): :func:`afo_encoding.load` rebuilds backbones this way,
+    so a model file never makes the library contact the network."""
+    token = _HUB_OFFLINE.set(True)
+    try:
+        yield
+    finally:
+        _HUB_OFFLINE.reset(token)
 
 
 class HuggingFaceBackbone(Backbone):
@@ -111,6 +128,7 @@ class HuggingFaceBackbone(Backbone):
         name: str | None = None,
     ) -> None:
         super().__init__()
+        local_files_only = local_files_only or _HUB_OFFLINE.get()
         hub = {"cache_dir": cache_dir, "local_files_only": local_files_only, "revision": revision}
         if isinstance(model, nn.Module):
             source = getattr(getattr(model, "config", None), "name_or_path", "")

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import is_one_sample, subject_length_error
+
 
 def _is_single_image_item(item: Any) -> bool:
     if isinstance(item, (str, os.PathLike)):
@@ -53,21 +55,28 @@ def is_multi_subject(X: Any, y: Any) -> bool:
     multi : bool
         True when both are lists or tuples of the same length whose items are collections
         (not single images, paths or numbers) with as many samples in ``X_s`` as in ``y_s``.
+
+    Raises
+    ------
+    ValueError
+        Lists of subjects where one subject's ``X_s`` and ``y_s`` differ in length.
     """
     if not (isinstance(X, (list, tuple)) and isinstance(y, (list, tuple))):
         return False
     if len(X) != len(y) or not X:
         return False
-    for xs, ys in zip(X, y):
-        if _is_single_image_item(xs) or isinstance(xs, numbers.Number):
+    for s, (xs, ys) in enumerate(zip(X, y)):
+        if _is_single_image_item(xs) or isinstance(xs, numbers.Number) or is_one_sample(xs):
             return False
         if isinstance(ys, numbers.Number) or (isinstance(ys, np.ndarray) and ys.ndim == 0):
             return False
         if isinstance(xs, (list, tuple)) and xs and isinstance(xs[0], numbers.Number):
             return False  # a row of numbers: single-subject features given as nested lists
         n_x, n_y = _n_rows(xs), _n_rows(ys)
-        if n_x is None or (n_y is not None and n_x != n_y and not hasattr(ys, "get_data")):
+        if n_x is None:
             return False
+        if n_y is not None and n_x != n_y and isinstance(ys, (np.ndarray, list, tuple)):
+            raise subject_length_error(s, n_x, n_y)
     return True
 
 

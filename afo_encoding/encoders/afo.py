@@ -39,7 +39,6 @@ import contextlib
 import json
 import numbers
 import shutil
-import tempfile
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._devices import backbone_autocast
 from .._logging import use_log_level
+from .._workers import new_temporary_folder
 from ._base import BaseEncoder, backbone_features, flat_inputs, make_backbone
 from ._docs import fill_encoder_doc
 from ._inputs import is_multi_subject, numbers_not_in_an_array, row_ids
@@ -374,7 +374,7 @@ class AllForOneEncoder(BaseEncoder):
             yield self.memory
             return
         # workers read the features from disk (a disk-backed store pickles as its path)
-        folder = tempfile.mkdtemp(prefix="afo_features_")
+        folder = new_temporary_folder("afo_features_")
         try:
             yield folder
         finally:

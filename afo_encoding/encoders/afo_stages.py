@@ -94,14 +94,18 @@ def run_fit(
     """
     import torch
 
+    from .._workers import exit_with_parent
     from ..io import load, save
+    from ..training.checkpoints import load_arrays
+
+    exit_with_parent()  # in a joblib worker: do not outlive the fit that started it
 
     model_path = teacher_path = None
     if out_dir is not None:
         model_path = Path(out_dir) / f"{spec.name}.safetensors"
         teacher_path = Path(out_dir) / f"{spec.name}.npz"
         if teacher_path.exists() and (model_path.exists() or not spec.keep_model):
-            stored = np.load(teacher_path)
+            stored = load_arrays(teacher_path, "Delete it; the next fit refits this stage.")
             n = len(Xs)
             teacher = [stored.get(f"teacher{s}") for s in range(n)]
             scores = [stored[f"scores{s}"] for s in range(n)]
@@ -277,7 +281,10 @@ class StageRunner:
             )  # fmt: skip
             for spec, device in zip(specs, placements)
         )
-        results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
+        from .._workers import parallel_options
+
+        results = Parallel(n_jobs=self.n_jobs, return_as="generator",
+                           **parallel_options(backend))(jobs)
         outputs = list(progress(results, self.verbose, desc=stage, total=len(specs), unit="fit"))
         seconds = time.perf_counter() - start
         resumed = sum(o.resumed for o in outputs)

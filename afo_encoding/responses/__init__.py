@@ -14,6 +14,9 @@ Columns that are all-NaN or constant over the samples carry nothing to fit: they
 dropped with a warning (``space.keep`` says which were kept) and come back as NaN from
 ``inverse_transform``. Any other NaN or infinite value is an error.
 
+:class:`ResponseSamples` wraps a container so that scikit-learn's model selection
+(``cross_val_score``, ``GridSearchCV``) can split it by sample.
+
 Spaces are picklable, and :meth:`ResponseSpace.to_dict` / :func:`space_from_dict` turn
 them into plain JSON values and numpy arrays (for the ``save`` format) and back.
 """
@@ -23,6 +26,7 @@ from .array import ArraySpace
 from .base import MODALITIES, ResponseSpace
 from .convert import as_responses, space_from_dict
 from .epochs import EpochsSpace
+from .samples import ResponseSamples
 from .surface import SurfaceSpace
 from .volume import VolumeSpace
 
@@ -30,6 +34,7 @@ __all__ = [
     "MODALITIES",
     "ArraySpace",
     "EpochsSpace",
+    "ResponseSamples",
     "ResponseSpace",
     "SurfaceSpace",
     "VolumeSpace",

@@ -100,6 +100,9 @@ class ResponseSpace:
         ValueError
             Data that do not match the space, or NaN/inf in a kept column.
         """
+        from .samples import unwrap_samples
+
+        y = unwrap_samples(y)
         if isinstance(y, np.ndarray) and self.kind != "array":
             Y, owned = self._raw_array(y)
         else:

@@ -10,6 +10,7 @@ import numpy as np
 from .array import ArraySpace, fit_array
 from .base import FORMAT_VERSION, MODALITIES, ResponseSpace
 from .epochs import EpochsSpace, fit_epochs, is_mne
+from .samples import unwrap_samples
 from .surface import SurfaceSpace, fit_surface, is_surface_image
 from .volume import VolumeSpace, fit_volume, is_niimg
 
@@ -25,13 +26,15 @@ def as_responses(
 
     Parameters
     ----------
-    y : array-like, Niimg, SurfaceImage or mne.Epochs
+    y : array-like, Niimg, SurfaceImage, mne.Epochs or ResponseSamples
         - array ``(n_samples, n_voxels)`` (or ``(n_samples, *shape)``, flattened in C
           order; 1D is one voxel);
         - 4D Niimg (image or path) or list of 3D Niimgs, one volume per sample;
         - :class:`nilearn.surface.SurfaceImage` (data ``(n_vertices, n_samples)`` per
           hemisphere) or a list of them;
-        - :class:`mne.Epochs` / :class:`mne.EpochsArray`, one sample per epoch.
+        - :class:`mne.Epochs` / :class:`mne.EpochsArray`, one sample per epoch;
+        - :class:`~afo_encoding.responses.ResponseSamples`: one of these, cut to some
+          samples (what scikit-learn's model selection gives a fold).
     mask : optional
         Which voxels to model. Niimg: a 3D mask image (path or image) or a
         :class:`~nilearn.maskers.NiftiMasker` (fitted or not); ``None`` computes a mask
@@ -72,6 +75,7 @@ def as_responses(
     """
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}; got {modality!r}.")
+    y = unwrap_samples(y)
     kind = _input_kind(y)
     if kind == "volume":
         return fit_volume(y, mask, coords, modality)

@@ -68,6 +68,48 @@ def run_folder(root: str | Path, name: str, seed: Any, **record: Any) -> tuple[P
     return folder, seed
 
 
+def precision_key(precision: Any) -> str:
+    """What the numerical precision adds to a run's key: nothing for full precision (the
+    folders of earlier runs keep their names), ``"|precision=..."`` otherwise, so a
+    bf16 refit never resumes an fp32 run."""
+    if str(precision) in ("32-true", "32", "32-bit"):
+        return ""
+    return f"|precision={precision}"
+
+
+RESUME_FROM_SCRATCH = (
+    "Delete it to fit this run again from its first epoch, or restore it from a copy."
+)
+
+
+class DamagedFileError(ValueError):
+    """A checkpoint or a stage file that cannot be read back (e.g. cut short)."""
+
+
+def load_checkpoint(path: Path, recover: str) -> Any:
+    """``torch.load`` a checkpoint file, or an error that names it and says ``recover``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and zip errors name no file
+        raise DamagedFileError(
+            f"Cannot read the checkpoint {path}: it is damaged, e.g. cut short "
+            f"({type(err).__name__}: {err}). {recover}"
+        ) from err
+
+
+def load_arrays(path: Path, recover: str) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file, read now, or an error that names it and says
+    ``recover``."""
+    try:
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+    except Exception as err:  # zip and zlib errors name no file
+        raise DamagedFileError(
+            f"Cannot read {path}: it is damaged, e.g. cut short ({type(err).__name__}: "
+            f"{err}). {recover}"
+        ) from err
+
+
 def _update(h, value) -> None:
     if value is None:
         h.update(b"<none>")
@@ -188,7 +230,11 @@ class TopKCheckpoints:
         """Weights of a kept epoch."""
         if self.directory is None:
             return self._memory[epoch]
-        return torch.load(self._file(epoch), map_location="cpu", weights_only=True)
+        return load_checkpoint(
+            self._file(epoch),
+            "Delete it; the other kept epochs still make the final model, or delete its run "
+            "folder to fit again from the first epoch.",
+        )
 
     def candidates(self) -> list[tuple[float, Callable[[], StateDict]]]:
         """``(score, load)`` for every kept epoch, best first (the input of a soup)."""

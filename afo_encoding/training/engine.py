@@ -23,13 +23,17 @@ import torch
 
 from .._logging import logger, progress, use_log_level
 from .checkpoints import (
+    RESUME_FROM_SCRATCH,
     TopKCheckpoints,
     atomic_save,
     cpu_state_dict,
+    load_checkpoint,
+    precision_key,
     run_fingerprint,
     run_folder,
 )
 from .data import MixedSubjectSampler, SubjectData, check_monitors
+from .distributed import DEFAULT_TIMEOUT, with_timeout
 from .evaluation import VOXEL_CHUNK, validation_scores
 from .losses import voxel_loss_sum
 from .soup import greedy_soup
@@ -155,24 +159,14 @@ class EngineConfig:
     precision: str = "32-true"
     strategy: str = "auto"
     num_nodes: int = 1
-    timeout: float | None = 600.0
+    timeout: float | None = DEFAULT_TIMEOUT
 
     def fabric(self, **overrides):
         """A :class:`~lightning.fabric.Fabric` with these settings (and ``overrides``)."""
         from lightning.fabric import Fabric
 
         kwargs = asdict(self) | overrides
-        timeout, strategy = kwargs.pop("timeout"), kwargs["strategy"]
-        # the DDP strategies Fabric knows by name, with the start method each stands for
-        start = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork"}
-        if timeout is not None and isinstance(strategy, str) and strategy in start:
-            from datetime import timedelta
-
-            from lightning.fabric.strategies import DDPStrategy
-
-            kwargs["strategy"] = DDPStrategy(
-                start_method=start[strategy], timeout=timedelta(seconds=timeout)
-            )
+        kwargs["strategy"] = with_timeout(kwargs["strategy"], kwargs.pop("timeout"))
         return Fabric(**kwargs)
 
 
@@ -366,7 +360,7 @@ class _Loop:
         """Load the state after the last finished epoch, when the run folder has one."""
         if self.last_path is None or not self.last_path.exists():
             return
-        ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(self.last_path, RESUME_FROM_SCRATCH)
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.sampler.load_state_dict(ckpt["sampler"])
@@ -613,7 +607,10 @@ def fit_model(
         # the seed it started with; a seeded one has a folder per seed
         seeded = random_state is not None
         key = run_fingerprint(
-            model, subjects, asdict(config), f"{run_key}|seed={seed if seeded else None}"
+            model,
+            subjects,
+            asdict(config),
+            f"{run_key}|seed={seed if seeded else None}{precision_key(engine.precision)}",
         )
         run_dir, seed = run_folder(
             checkpoint_dir,
