@@ -126,6 +126,10 @@ def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+#: the extension :func:`save` gives a name that has none
+SUFFIX = ".safetensors"
+
+
 def save(estimator, path: str | Path) -> Path:
     """Save a fitted estimator to one safetensors file.
 
@@ -135,7 +139,9 @@ def save(estimator, path: str | Path) -> Path:
         What to save. Parameters must be names, numbers, paths or lists of them (a
         backbone given as a torch module cannot be saved this way: pickle instead).
     path : str or Path
-        The file to write (conventionally ``*.safetensors``); replaced if it exists.
+        The file to write, replaced if it exists; a name without an extension gets
+        ``.safetensors`` (``save(enc, "my_encoder")`` writes ``my_encoder.safetensors``,
+        which ``load("my_encoder")`` finds). The file's mode follows the process umask.
 
     Returns
     -------
@@ -161,8 +167,13 @@ def save(estimator, path: str | Path) -> Path:
         **meta,
     }
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + SUFFIX)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(document)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as open() would create it
     tmp.replace(path)
     return path
 
@@ -253,7 +264,8 @@ def load(
     Parameters
     ----------
     path : str or Path
-        A file written by :func:`save` / ``estimator.save``.
+        A file written by :func:`save` / ``estimator.save`` (the ``.safetensors``
+        extension may be left out).
     device : str or None, default=None
         Where the loaded model computes (its ``device`` parameter). ``None`` keeps the saved
         one, except that a model fitted on a GPU runs on the CPU of a machine without one.
@@ -266,7 +278,9 @@ def load(
     Returns
     -------
     estimator
-        The fitted estimator, ready to ``predict``.
+        The fitted estimator, ready to ``predict``. Its ``mask`` parameter is ``None``: a
+        mask image is not stored, the fitted response space (``space_``) keeps which
+        voxels were fitted and maps predictions back on the brain.
 
     Raises
     ------
@@ -281,6 +295,8 @@ def load(
     from .backbones.huggingface import hub_offline
 
     path = Path(path)
+    if not path.exists() and not path.suffix and path.with_name(path.name + SUFFIX).exists():
+        path = path.with_name(path.name + SUFFIX)
     meta, tensors = _read_file(path)
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(

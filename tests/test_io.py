@@ -215,3 +215,22 @@ def test_a_gpu_fitted_model_predicts_on_a_cpu(tmp_path, monkeypatch):
     assert load(path, device="cpu").device == "cpu"
     _rewrite(path, edit_meta=lambda meta: meta["params"].update(device="cuda:1"))
     np.testing.assert_allclose(load(path).predict(X), enc.predict(X), rtol=1e-6)
+
+
+def test_a_name_without_extension_gets_one_and_the_process_umask(tmp_path):
+    import os
+
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((30, 4)), rng.standard_normal((30, 2))
+    enc = TopyEncoder(**TINY, random_state=0).fit(X, y, coords=rng.standard_normal((2, 2)))
+    old = os.umask(0o022)
+    try:
+        written = enc.save(tmp_path / "my_encoder")
+    finally:
+        os.umask(old)
+    assert written == tmp_path / "my_encoder.safetensors"
+    assert not (tmp_path / "my_encoder").exists()
+    assert oct(written.stat().st_mode & 0o777) == oct(0o644)  # as open() creates files
+    back = load(tmp_path / "my_encoder")  # the extension may be left out
+    np.testing.assert_array_equal(back.predict(X), enc.predict(X))
+    assert save(enc, tmp_path / "model.v2").name == "model.v2"  # an extension is kept

@@ -24,5 +24,5 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert len(cv_scores) == 5
     assert min(cv_scores) > 0.2
     # the saved model came back from disk
-    assert (tmp_path / "my_encoder").exists()
+    assert (tmp_path / "my_encoder.safetensors").exists()  # the extension added
     assert namespace["encoder"].retina_map_.shape == (300, 2)
