@@ -205,6 +205,21 @@ def _torchrun(script: Path, *args, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _torchrun_once_more_if_it_hangs(script: Path, *args, timeout=90):
+    """A torchrun launch of the DDP fit hung once in 7 runs of this test on the loaded CI
+    machine (no output; not reproduced since, cause unknown: an open problem noted for the
+    DDP path, see test_training_ddp). Launch once more then, and keep the hung launch's
+    output in the test report as a warning, so the hang stays visible."""
+    try:
+        return _torchrun(script, *args, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        tail = err.stderr or b""
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        warnings.warn(f"torchrun hung for {timeout} s and was launched again; its stderr "
+                      f"ended with: {tail[-2000:]!r}", stacklevel=2)
+        return _torchrun(script, *args, timeout=timeout)
+
+
 @pytest.mark.slow  # two torchrun processes and two spawned ones: ~40 s on 2 cores
 def test_torchrun_ddp_fit_matches_the_spawned_one(tmp_path):
     """``strategy="ddp"`` in a script that torchrun started twice (gloo on the CPU) trains
@@ -216,7 +231,7 @@ def test_torchrun_ddp_fit_matches_the_spawned_one(tmp_path):
     X, y, coords, params = (namespace[k] for k in ("X", "y", "coords", "PARAMS"))
     script = tmp_path / "fit.py"
     script.write_text(TORCHRUN_SCRIPT.format(fit=DDP_FIT))
-    run = _torchrun(script, tmp_path / "predicted.npy")
+    run = _torchrun_once_more_if_it_hangs(script, tmp_path / "predicted.npy")
     assert run.returncode == 0, run.stderr[-3000:]
     launched = np.load(tmp_path / "predicted.npy")
 
