@@ -104,10 +104,13 @@ def measure(name, images, Y, train, test, backbone_name, repeats, memory):
     store_train = extract_features(backbone, images[train], memory=memory)
     store_test = extract_features(backbone, images[test], memory=memory)
     seconds_features = time.perf_counter() - start
-    rows = []
-    for model in ("TopyEncoder", "LinearProbeEncoder"):
-        scores, seconds = [], []
-        for seed in range(repeats):  # the probe is deterministic: repeats time it
+    fits = {"LinearProbeEncoder": ([], []), "TopyEncoder": ([], [])}
+    last = {}
+    # the two models take turns, seed after seed, so that neither gets a colder process
+    # (first allocations, page cache) than the other; the probe is deterministic: its
+    # repeats only time it
+    for seed in range(repeats):
+        for model, (scores, seconds) in fits.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # neurons have no positions
                 encoder = (TopyEncoder(random_state=seed) if model == "TopyEncoder"
@@ -117,12 +120,16 @@ def measure(name, images, Y, train, test, backbone_name, repeats, memory):
                 encoder.fit(store_train, Y[train])
                 seconds.append(time.perf_counter() - start)
             scores.append(float(np.mean(pearson_r(Y[test], encoder.predict(store_test)))))
+            last[model] = encoder
+    rows = []
+    for model in ("TopyEncoder", "LinearProbeEncoder"):
+        scores, seconds = fits[model]
         rows.append({
             "data": name, "backbone": backbone_name, "model": model,
             "n_train": len(train), "n_test": len(test), "n_neurons": Y.shape[1],
             "r": float(np.median(scores)), "r_spread": float(np.ptp(scores)),
             "fit_seconds": float(np.median(seconds)), "feature_seconds": seconds_features,
-            "local_readout_on": getattr(encoder, "history_", {}).get("local_readout_on", ""),
+            "local_readout_on": getattr(last[model], "history_", {}).get("local_readout_on", ""),
         })
     return rows
 

@@ -178,10 +178,10 @@ def test_fused_readout_picks_gather_for_a_few_voxels_on_large_maps(monkeypatch):
     used = []
     monkeypatch.setattr(readout, "_readout_by_gather", lambda *a: used.append("gather"))
     maps = [torch.randn(2, 3, 16, 16)]
-    fused_readout(maps, torch.zeros(8, 2), torch.randn(8, 3), torch.ones(8, 1))
-    assert used == ["gather"]  # 8 voxels read 32 of 256 pixels
-    fused_readout(maps, torch.zeros(9, 2), torch.randn(9, 3), torch.ones(9, 1))
-    assert used == ["gather"]  # 9 read more than an eighth: the cells
+    fused_readout(maps, torch.zeros(32, 2), torch.randn(32, 3), torch.ones(32, 1))
+    assert used == ["gather"]  # 32 voxels read 128 of 256 pixels
+    fused_readout(maps, torch.zeros(33, 2), torch.randn(33, 3), torch.ones(33, 1))
+    assert used == ["gather"]  # 33 read more than half: the cells
 
 
 @pytest.mark.parametrize("method", ["cells", "sampling"])

@@ -569,10 +569,14 @@ def test_auto_settings_follow_the_head_solver():
     assert enc._recipe("learning_rate") == RECIPE_DEFAULTS["ridge"]["learning_rate"]
     enc.set_params(head_solver="sgd")
     assert RECIPE_DEFAULTS["sgd"] == {  # the paper's recipe (section 4.6)
-        "sigma": 0.01, "max_epochs": 200, "learning_rate": 3e-3, "retina_lr_scale": 1.0,
-        "n_iter_no_change": 20,
+        "sigma": 0.01, "max_epochs": 200, "batch_size": 128, "learning_rate": 3e-3,
+        "retina_lr_scale": 1.0, "n_iter_no_change": 20,
     }  # fmt: skip
     assert enc._recipe("sigma") == 0.01
+    assert enc._recipe("batch_size") == 128
+    # the ridge recipe's SGD steps only place the readout: half the paper's batch
+    assert TopyEncoder()._recipe("batch_size") == 64
+    assert TopyEncoder(batch_size=32)._recipe("batch_size") == 32
     assert TopyEncoder(head_solver="sgd", sigma=0.2)._recipe("sigma") == 0.2
     X, y, coords = linear_problem()
     with pytest.raises(ValueError, match=r"head_solver must be one of \{'ridge', 'sgd'\}"):

@@ -64,6 +64,7 @@ RECIPE_DEFAULTS = {
     "ridge": {
         "sigma": 0.1,
         "max_epochs": 40,
+        "batch_size": 64,
         "learning_rate": 3e-2,
         "retina_lr_scale": 0.1,
         "n_iter_no_change": 10,
@@ -71,6 +72,7 @@ RECIPE_DEFAULTS = {
     "sgd": {
         "sigma": 0.01,
         "max_epochs": 200,
+        "batch_size": 128,
         "learning_rate": 3e-3,
         "retina_lr_scale": 1.0,
         "n_iter_no_change": 20,
@@ -154,7 +156,7 @@ def train(
 
     config = TrainingConfig(
         max_epochs=resolved(enc, "max_epochs"),
-        batch_size=enc.batch_size,
+        batch_size=resolved(enc, "batch_size"),
         learning_rate=resolved(enc, "learning_rate"),
         weight_decay=enc.weight_decay,
         n_voxels_per_step=enc.n_voxels_per_step,
@@ -320,7 +322,7 @@ def fit_ridge(enc, data, subjects, seeds, readout, callbacks, transfer=None):
                 folds,
                 alphas=enc.alphas,
                 device=device,
-                batch_size=enc.batch_size,
+                batch_size=resolved(enc, "batch_size"),
             )
         )
     recipe.set_heads(final, heads)
