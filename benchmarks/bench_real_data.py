@@ -12,10 +12,13 @@ For every data set and backbone (the Gabor pyramid, and EfficientNet-Lite0 pretr
 ImageNet), the features of all images are computed once; both encoders are then fitted on
 the same feature store (so fit times compare the models, not the backbone), and scored by
 the mean over neurons of the held-out Pearson r. Fits are repeated (``--repeats``, seeds
-0, 1, ...; the linear probe is deterministic) and medians reported. The noise ceiling needs
-single trials: the V4 files here are repeat-averaged and the Allen trial file does not say
-which trial is which image, so no ceiling is computed (the DataLad fetcher of the V4 data
-gets the single trials).
+0, 1, ...; the linear probe is deterministic) and medians reported. A noise ceiling needs
+repeated measurements of one image: the V4 files here are repeat-averaged, but session
+190925 shows 300 of its images in two presentations, each with its own average, so its
+ceiling is ``sqrt`` of the correlation between the two (see :func:`repeat_ceiling`), and
+the table gives each model's mean over neurons of ``r / ceiling``; the other sessions and
+the Allen set (whose trial file does not say which trial is which image) have none (the
+DataLad fetcher of the V4 data gets the single trials).
 
 Usage::
 
@@ -60,6 +63,29 @@ def image_split(images: np.ndarray, seed: int = 0, test_fraction: float = 0.2):
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
+def repeat_ceiling(images: np.ndarray, Y: np.ndarray):
+    """Per-neuron ceiling on a model's Pearson r from images shown in two presentations.
+
+    Each presentation's response is itself an average over trials; the two are correlated
+    over the images shown twice (:func:`afo_encoding.metrics.split_half_reliability`, no
+    Spearman-Brown step, since one presentation is what the models predict): ``r12`` is the
+    reliability of one presentation, and ``sqrt(r12)`` the largest r a model can expect
+    against one. ``None`` when fewer than 20 images were shown twice.
+    """
+    from afo_encoding.metrics import split_half_reliability
+
+    keys = [hashlib.blake2b(im.tobytes(), digest_size=8).hexdigest() for im in images]
+    rows: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        rows.setdefault(key, []).append(i)
+    pairs = [r[:2] for r in rows.values() if len(r) >= 2]
+    if len(pairs) < 20:
+        return None
+    repeats = np.stack([Y[p] for p in pairs])  # (n_pairs, 2, n_neurons)
+    r12 = split_half_reliability(repeats, n_splits=1, spearman_brown=False)
+    return np.sqrt(np.clip(r12, 0.0, None))
+
+
 def load_v4(root: Path, session: str):
     folder = root / "cowley2023_v4"
     Y = np.load(folder / "responses_repeat_averaged" / f"responses_{session}.npy").T
@@ -71,7 +97,8 @@ def load_v4(root: Path, session: str):
             [np.asarray(Image.open(io.BytesIO(archive.read(n))).convert("RGB")) for n in names]
         )
     train, test = image_split(images)
-    return images, Y.astype(np.float32), train, test
+    Y = Y.astype(np.float32)
+    return images, Y, train, test, repeat_ceiling(images, Y)
 
 
 def load_allen(root: Path):
@@ -81,7 +108,7 @@ def load_allen(root: Path):
     images = x.reshape(-1, 31, 31).astype(np.uint8)
     Y = np.concatenate([np.load(folder / "Allen_train_output.npy"),
                         np.load(folder / "Allen_test_output.npy")]).astype(np.float32)
-    return images, Y, np.arange(100), np.arange(100, 118)
+    return images, Y, np.arange(100), np.arange(100, 118), None
 
 
 def datasets(root: Path, which: list[str], sessions: list[str]):
@@ -92,7 +119,7 @@ def datasets(root: Path, which: list[str], sessions: list[str]):
         yield "mouse V1 (Allen)", *load_allen(root)
 
 
-def measure(name, images, Y, train, test, backbone_name, repeats, memory):
+def measure(name, images, Y, train, test, ceiling, backbone_name, repeats, memory):
     import torch
 
     from afo_encoding import LinearProbeEncoder, TopyEncoder
@@ -109,6 +136,7 @@ def measure(name, images, Y, train, test, backbone_name, repeats, memory):
     # the two models take turns, seed after seed, so that neither gets a colder process
     # (first allocations, page cache) than the other; the probe is deterministic: its
     # repeats only time it
+    fractions = {"LinearProbeEncoder": [], "TopyEncoder": []}
     for seed in range(repeats):
         for model, (scores, seconds) in fits.items():
             with warnings.catch_warnings():
@@ -119,7 +147,11 @@ def measure(name, images, Y, train, test, backbone_name, repeats, memory):
                 start = time.perf_counter()
                 encoder.fit(store_train, Y[train])
                 seconds.append(time.perf_counter() - start)
-            scores.append(float(np.mean(pearson_r(Y[test], encoder.predict(store_test)))))
+            r = pearson_r(Y[test], encoder.predict(store_test))
+            scores.append(float(np.mean(r)))
+            if ceiling is not None:  # neurons with a ceiling of 0 have nothing to predict
+                kept = ceiling > 0
+                fractions[model].append(float(np.mean(r[kept] / ceiling[kept])))
             last[model] = encoder
     rows = []
     for model in ("TopyEncoder", "LinearProbeEncoder"):
@@ -128,10 +160,17 @@ def measure(name, images, Y, train, test, backbone_name, repeats, memory):
             "data": name, "backbone": backbone_name, "model": model,
             "n_train": len(train), "n_test": len(test), "n_neurons": Y.shape[1],
             "r": float(np.median(scores)), "r_spread": float(np.ptp(scores)),
+            "ceiling": "" if ceiling is None else float(np.mean(ceiling)),
+            "fraction_of_ceiling": (float(np.median(fractions[model])) if fractions[model]
+                                    else ""),
             "fit_seconds": float(np.median(seconds)), "feature_seconds": seconds_features,
             "local_readout_on": getattr(last[model], "history_", {}).get("local_readout_on", ""),
         })
     return rows
+
+
+def _cell(value, width):
+    return f"{'-':>{width}}" if value == "" else f"{value:>{width}.3f}"
 
 
 def print_table(rows):
@@ -139,13 +178,16 @@ def print_table(rows):
     for row in rows:
         pairs.setdefault((row["data"], row["backbone"]), {})[row["model"]] = row
     header = (f"{'data':<18} {'backbone':<19} {'neurons':>7} {'r Topy':>7} {'r probe':>8} "
-              f"{'diff':>7} {'fit Topy s':>10} {'fit probe s':>11} {'time ratio':>10}")
+              f"{'diff':>7} {'ceiling':>7} {'Topy/c':>6} {'probe/c':>7} {'fit Topy s':>10} "
+              f"{'fit probe s':>11} {'time ratio':>10}")
     print(header)
     print("-" * len(header))
     for (data, backbone), pair in pairs.items():
         topy, probe = pair["TopyEncoder"], pair["LinearProbeEncoder"]
         print(f"{data:<18} {backbone:<19} {topy['n_neurons']:>7d} {topy['r']:>7.3f} "
-              f"{probe['r']:>8.3f} {topy['r'] - probe['r']:>+7.3f} {topy['fit_seconds']:>10.1f} "
+              f"{probe['r']:>8.3f} {topy['r'] - probe['r']:>+7.3f} "
+              f"{_cell(topy['ceiling'], 7)} {_cell(topy['fraction_of_ceiling'], 6)} "
+              f"{_cell(probe['fraction_of_ceiling'], 7)} {topy['fit_seconds']:>10.1f} "
               f"{probe['fit_seconds']:>11.2f} {topy['fit_seconds'] / probe['fit_seconds']:>9.0f}x")
 
 
@@ -173,9 +215,9 @@ def main(argv=None):
         raise SystemExit(f"The real recordings are not at {args.realdata}; pass --realdata.")
     rows = []
     for backbone in args.backbones:
-        for name, images, Y, train, test in datasets(args.realdata, args.datasets,
-                                                      args.sessions):
-            rows.extend(measure(name, images, Y, train, test, backbone, args.repeats,
+        for name, images, Y, train, test, ceiling in datasets(args.realdata, args.datasets,
+                                                               args.sessions):
+            rows.extend(measure(name, images, Y, train, test, ceiling, backbone, args.repeats,
                                 args.memory))
             print(f"  {name} / {backbone}: r Topy {rows[-2]['r']:.3f}, probe {rows[-1]['r']:.3f}",
                   flush=True)

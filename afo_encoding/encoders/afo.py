@@ -235,8 +235,12 @@ class AllForOneEncoder(BaseEncoder):
 
     Stage 2 can only pass on to an ROI what a model trained on every voxel learns better
     for that ROI's voxels than the ROI's own model does; ``benchmarks/bench_afo.py
-    --transfer`` measures that gap per ROI. The user guide says what reproduces of the
-    paper's stage-2 gain, and where.
+    --transfer`` measures that gap per ROI; ``--table3`` runs the paper's Table 3 over
+    seeds, with the simulator's own feature model or through a pretrained network that is
+    not it (``--backbone efficientnet-lite0``). Neither regime reproduced the paper's
+    stage-2 gain at a CPU's sizes (500-800 training images, 25-60 epochs): stage 2 within
+    .01 of stage 1, the final model within .005 of NaiveMix; the user guide has the tables
+    and what does reproduce. Check on your data before paying for a dozen fits.
 
     Examples
     --------
