@@ -110,7 +110,7 @@ def v4(root, memory, seeds, sizes=SIZES):
 
     backbone = get_backbone("efficientnet-lite0", image_size=112)
     sources = [load_v4(root, s) for s in SOURCE_SESSIONS]
-    images, Y, train, test = load_v4(root, TARGET_SESSION)
+    images, Y, train, test, _ = load_v4(root, TARGET_SESSION)
     seen = {im.tobytes() for data in sources for im in data[0]}
     shared = sum(im.tobytes() in seen for im in images[test])
     print(f"v4: {len(test)} test images of {TARGET_SESSION}, {shared} of them shown in the "
