@@ -100,6 +100,7 @@ plt.show()
 # What to read here: the source's predicted responses are a compact, brain-shaped
 # description of an image, so a linear probe on them learns a new brain from few images.
 # The ridge recipe's warm start reuses projections (principal axes) that a ridge
-# regression barely depends on, so it matches the fit from scratch; the sgd recipe's
+# regression barely depends on, and fits its own linear probe, so it matches the fit from
+# scratch; the sgd recipe's
 # trained convolutional adapters are what the paper transfers (see the user guide's
 # "Transfer" section for the measured figures).

@@ -208,30 +208,6 @@ def fit_probe_branch(stores, rows, n_components: int, pool_size, random_state, v
     return probe, scores
 
 
-def transferred_probe(state: dict, pool_size, stores, verbose=None):
-    """A global branch whose principal axes come from another fit (a warm start), and
-    every subject's samples projected on them, as :func:`fit_probe_branch` returns."""
-    from ..nn.probe import ProbeBranch
-    from .linear import pool_features
-
-    n_components, n_features = state["components"].shape
-    probe = ProbeBranch(n_features, n_components, pool_size)
-    probe.load_state_dict(state)
-    mean, scale, components = (probe.mean.numpy(), probe.scale.numpy(),
-                               probe.components.numpy())  # fmt: skip
-    scores = []
-    for store in stores:
-        pooled = pool_features(store, pool_size, True, verbose=verbose)
-        if pooled.shape[1] != n_features:
-            raise ValueError(
-                f"transfer_from's global branch reads {n_features} pooled features, this "
-                f"fit's backbone gives {pooled.shape[1]}. Use the same backbone and layers."
-            )
-        z = ((pooled - mean) / scale).astype(np.float32)
-        scores.append((z @ components.T).astype(np.float32))
-    return probe, scores
-
-
 def transferred_adapters(states: Sequence[dict]):
     """The readout maps of another fit (a warm start): LinearAdapters with its buffers."""
     from ..nn.adapters import LinearAdapter

@@ -481,18 +481,19 @@ class TopyEncoder(BaseEncoder):
         transfer_from : TopyEncoder or AllForOneEncoder, optional
             Warm start for a new subject: a model fitted (on other subjects, with the same
             backbone, layers, ``head_solver``, ``d_model`` and ``adapter_width``) whose
-            shared trunk this fit starts from: its adapters and its global branch (for
-            ``"sgd"`` the trained conv adapters and global-pool MLP; for ``"ridge"`` the
-            readout maps' and the global branch's principal axes, fitted on its own,
-            usually many more, images). This subject's RetinaMapper, LayerSelector and
-            heads are learnt from scratch. See the user guide's "Transfer" section for
-            when it beats a fit from scratch. A fit parameter rather than a constructor
-            one so that ``clone`` (cross-validation, grid search) keeps the fitted source
-            as it is.
+            shared trunk this fit starts from: for ``"sgd"`` its trained conv adapters and
+            global-pool MLP; for ``"ridge"`` the projections of its readout maps (fitted
+            on its own, usually many more, images), while the global branch stays this
+            subject's own linear probe (the source's principal axes measured slightly
+            worse: a ridge only sees the span of its features). This subject's
+            RetinaMapper, LayerSelector and heads are learnt from scratch. See the user
+            guide's "Transfer" section for when it beats a fit from scratch. A fit
+            parameter rather than a constructor one so that ``clone`` (cross-validation,
+            grid search) keeps the fitted source as it is.
         freeze_adapters : bool, default=True
-            With ``transfer_from``: keep the transferred adapters and global branch as
-            they are (False: ``"sgd"`` fine-tunes them with the rest). The ridge recipe's
-            are fixed projections and always stay frozen.
+            With ``transfer_from``: keep the transferred adapters (and ``"sgd"``'s global
+            branch) as they are (False: ``"sgd"`` fine-tunes them with the rest). The
+            ridge recipe's are fixed projections and always stay frozen.
         callbacks : sequence of callable
             Called after every epoch (see :func:`afo_encoding.training.fit_model`).
 

@@ -1,9 +1,9 @@
 """Warm start: a fitted encoder's shared trunk reused by the fit of a new subject.
 
 ``TopyEncoder.fit(X, y, transfer_from=fitted)`` starts from what ``fitted`` learnt that
-does not belong to its voxels: the adapters of every backbone layer and the global branch
-(the MLP global branch for ``head_solver="sgd"``, the principal axes of the pooled
-features for ``"ridge"``). The new subject's RetinaMapper, LayerSelector and heads are
+does not belong to its voxels: the adapters of every backbone layer and, for
+``head_solver="sgd"``, the MLP global branch (the ridge recipe's global branch is the new
+subject's own linear probe). The new subject's RetinaMapper, LayerSelector and heads are
 learnt from scratch. :func:`transfer_source` takes these weights from a fitted encoder and
 checks that they fit the new fit's backbone; :func:`load_trunk` copies them in.
 """
