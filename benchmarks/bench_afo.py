@@ -42,7 +42,9 @@ Usage::
     python benchmarks/bench_afo.py --quick    # a smoke run (minutes)
     python benchmarks/bench_afo.py --freeze-readout --n-images 400 --n-voxels 90
     python benchmarks/bench_afo.py --transfer --hierarchy 0.5 --n-images 600 --repeats 2
-    python benchmarks/bench_afo.py --table3 --backbone efficientnet-lite0 --repeats 3
+    # the user guide's table: 47 min on 2 quiet cores (about 15 min a seed)
+    python benchmarks/bench_afo.py --table3 --backbone efficientnet-lite0 --repeats 3 \
+        --threads 2 --n-images 700 --n-voxels 120 --epochs 25
 """
 
 from __future__ import annotations
