@@ -207,9 +207,12 @@ def _torchrun(script: Path, *args, timeout=120) -> subprocess.CompletedProcess:
 
 def _torchrun_once_more_if_it_hangs(script: Path, *args, timeout=90):
     """A torchrun launch of the DDP fit hung once in 7 runs of this test on the loaded CI
-    machine (no output; not reproduced since, cause unknown: an open problem noted for the
-    DDP path, see test_training_ddp). Launch once more then, and keep the hung launch's
-    output in the test report as a warning, so the hang stays visible."""
+    machine, and 2 in 5 launches beside two busy processes: gloo's process group was
+    destroyed, holding the GIL, while a worker thread waited for the GIL to free a
+    finished barrier (py-spy). The engine now frees the DDP wrapper first and leaves the
+    GIL to gloo's threads before destroying the group (0 hangs in 12 launches under the
+    same load). Should it come back, launch once more, and keep the hung launch's output
+    in the test report as a warning, so the hang stays visible."""
     try:
         return _torchrun(script, *args, timeout=timeout)
     except subprocess.TimeoutExpired as err:

@@ -11,6 +11,7 @@ greedy model soup chosen on the same validation data.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -313,6 +314,11 @@ def _train(fabric, job: _Job) -> FitResult | str:
         loop.resume()
         loop.run()
         result = loop.finish()
+        # the DDP wrapper (its Reducer holds the process group) goes while the group is
+        # still registered, so that the group is never destroyed with it (see _hand_back)
+        del loop
+        if fabric.world_size > 1:
+            gc.collect()
         return _hand_back(fabric, job, result)
 
 
@@ -518,6 +524,10 @@ class _Loop:
         return FitResult(cpu_state_dict(net), self.history, self.job.run_dir, per_voxel)
 
 
+#: seconds the GIL is left to gloo's worker threads before the process group is destroyed
+_GLOO_CLEANUP_SECONDS = 0.2
+
+
 def _hand_back(fabric, job: _Job, result: FitResult) -> FitResult | str:
     """``result``, or with several processes the file rank 0 wrote it to."""
     world = fabric.world_size
@@ -526,6 +536,13 @@ def _hand_back(fabric, job: _Job, result: FitResult) -> FitResult | str:
         # alive when a spawned worker exits aborts it ("terminate called without an
         # active exception"), which failed the 2-process test now and then
         fabric.barrier()
+        # gloo's worker threads destroy every finished collective, whose tensors need the
+        # GIL to go, and the group's destructor joins those threads while holding the
+        # GIL: a worker still cleaning up then waits for ever (1 torchrun launch in 4 on
+        # a loaded 2-core machine; py-spy: ~ProcessGroupGloo in thread::join, the worker
+        # in ~AsyncBarrierWork waiting for the GIL). Sleeping releases the GIL so that
+        # the workers finish first.
+        time.sleep(_GLOO_CLEANUP_SECONDS)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if world > 1 and fabric.is_global_zero:
