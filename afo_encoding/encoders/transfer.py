@@ -21,15 +21,15 @@ __all__ = ["TransferSource", "load_trunk", "transfer_source"]
 @dataclass(frozen=True)
 class TransferSource:
     """The shared trunk of a fitted encoder: its backbone's name, the kind of adapters
-    (``"conv"`` or ``"linear"``), the states of the adapters, the global branch and the
-    probe branch (``None`` when absent), the network options that shape them, and a
-    digest of the weights (part of the checkpoints' run key)."""
+    (``"conv"`` or ``"linear"``), the states of the adapters and of the MLP global branch
+    (``None`` when absent: the ridge recipe's global branch is never transferred), the
+    network options that shape them, and a digest of those weights (part of the
+    checkpoints' run key)."""
 
     backbone_name: str
     adapter: str
     adapters: list
     global_branch: dict | None
-    probe: dict | None
     options: dict
     digest: str
 
@@ -48,19 +48,15 @@ def transfer_source(source: Any) -> TransferSource:
         return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
     parts = torch.nn.ModuleDict({"adapters": model.adapters})
-    for name in ("global_branch", "probe"):
-        if getattr(model, name) is not None:
-            parts[name] = getattr(model, name)
+    if model.global_branch is not None:
+        parts["global_branch"] = model.global_branch
     config = model.config
     return TransferSource(
         backbone_name=backbone.name,
         adapter=config["adapter"],
         adapters=[state(a) for a in model.adapters],
         global_branch=state(model.global_branch),
-        probe=state(model.probe),
-        options={
-            k: config[k] for k in ("local_channels", "d_model", "adapter_width", "probe")
-        },
+        options={k: config[k] for k in ("local_channels", "d_model", "adapter_width")},
         digest=encoder_digest(parts),
     )
 
