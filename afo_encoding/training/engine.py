@@ -538,10 +538,10 @@ def _hand_back(fabric, job: _Job, result: FitResult) -> FitResult | str:
         fabric.barrier()
         # gloo's worker threads destroy every finished collective, whose tensors need the
         # GIL to go, and the group's destructor joins those threads while holding the
-        # GIL: a worker still cleaning up then waits for ever (1 torchrun launch in 4 on
-        # a loaded 2-core machine; py-spy: ~ProcessGroupGloo in thread::join, the worker
-        # in ~AsyncBarrierWork waiting for the GIL). Sleeping releases the GIL so that
-        # the workers finish first.
+        # GIL: a worker still cleaning up then waits for ever (2 torchrun launches in 5
+        # beside two busy processes on 2 cores; py-spy: ~ProcessGroupGloo in
+        # thread::join, the worker in ~AsyncBarrierWork waiting for the GIL). Sleeping
+        # releases the GIL so that the workers finish first.
         time.sleep(_GLOO_CLEANUP_SECONDS)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
